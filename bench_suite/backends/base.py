@@ -1,0 +1,136 @@
+"""The Backend protocol: what the runner, asv and pytest-benchmark need of a backend.
+
+A backend turns a :class:`~bench_suite.cases.Case` into a prepared zero-argument callable
+with its inputs already on the device, says whether it can run a case at all, applies the
+case's thread count, and provides the timer and memory figures that fit its device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench_suite.cases import Case
+from bench_suite.timing import BlockTimer, Clock
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+    @classmethod
+    def yes(cls) -> Availability:
+        return cls(True)
+
+    @classmethod
+    def no(cls, reason: str) -> Availability:
+        return cls(False, reason)
+
+
+@dataclass
+class Prepared:
+    """A case made ready: inputs allocated on the device, outputs preallocated where the op
+    allows it. Nothing in ``call`` allocates inputs or copies between host and device."""
+
+    call: Callable[[], object]  # one call of the op: what is timed
+    run_once: Callable[[], dict[str, np.ndarray]]  # one call; results as float64 host arrays
+    inputs: dict[str, np.ndarray]  # float64 host copies of the inputs as the device holds them
+    release: Callable[[], None] = field(default=lambda: None)
+
+
+class Backend(ABC):
+    """One place where cases run: ``numpy``, ``torch-cpu``, ``torch-cuda[:N]``."""
+
+    name: str
+    device: str  # "cpu" or "cuda:N"
+
+    @abstractmethod
+    def availability(self, case: Case) -> Availability:
+        """Whether this backend can run the case here, and why not."""
+
+    @abstractmethod
+    def prepare(self, case: Case, inputs: dict[str, np.ndarray]) -> Prepared:
+        """Move float64 host ``inputs`` to the device in the case's dtype; build the callable."""
+
+    @abstractmethod
+    def threads(self, count: int | None) -> contextlib.AbstractContextManager[int | None]:
+        """Apply a thread count (None: all cores) for the duration; yields the count in force."""
+
+    def synchronize(self) -> None:
+        """Wait for all work queued on the device (a no-op on the CPU)."""
+
+    def timer(self, clock: Clock) -> BlockTimer:
+        from bench_suite.timing import HostTimer
+
+        return HostTimer(clock, self.synchronize)
+
+    def reset_peak_memory(self) -> None:
+        """Start counting the device's peak memory afresh (CUDA only)."""
+
+    def peak_memory_bytes(self) -> int | None:
+        """Device memory at its peak since :meth:`reset_peak_memory`, where it can be known."""
+        return None
+
+    def device_name(self) -> str:
+        return self.device
+
+    def free_memory_bytes(self) -> int | None:
+        return host_available_bytes()
+
+
+def host_available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_check(need: int, free: int | None, where: str) -> Availability:
+    """Skip a case whose buffers would not fit (keeping a margin for the runtime itself)."""
+    if free is not None and need > 0.8 * free:
+        return Availability.no(
+            f"needs {need / 2**30:.2f} GiB, {where} has {free / 2**30:.2f} GiB free"
+        )
+    return Availability.yes()
+
+
+@contextlib.contextmanager
+def blas_threads(count: int) -> Iterator[int | None]:
+    """Limit the BLAS libraries that threadpoolctl can see (numpy's OpenBLAS) to ``count``.
+
+    Yields the count in force afterwards, read back from the libraries, or None when there is
+    no BLAS threadpool to control.
+    """
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(limits=count, user_api="blas"):
+        applied = {m["num_threads"] for m in threadpool_info() if m.get("user_api") == "blas"}
+        yield applied.pop() if len(applied) == 1 else (None if not applied else min(applied))
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

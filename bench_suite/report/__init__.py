@@ -1,0 +1,1 @@
+"""Reports: tables (pandas), figures (matplotlib) and their rendering, all from the frame."""

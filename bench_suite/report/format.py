@@ -1,0 +1,26 @@
+"""Number formatting for people (never for saved data, which keeps full precision)."""
+
+from __future__ import annotations
+
+import math
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale or unit == "ns":
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds:.3g} s"  # pragma: no cover
+
+
+def fmt_rate(value: float, unit: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:,.1f} {unit}" if value >= 10 else f"{value:.3g} {unit}"
+
+
+def fmt_ratio(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.2f}x"

@@ -1,0 +1,594 @@
+"""Measurement and Run records, their JSON format, durable writing, loading and the frame.
+
+Format history (bump ``VERSION`` and add a line on every incompatible change):
+
+* version 1: ``{"schema": "bench-suite/run", "version": 1, "run_id", "machine", "created_at",
+  "finished_at", "complete", "env", "config", "measurements": [...]}``; each measurement holds
+  its case, status, reason, raw per-call ``samples_s`` and the figures of its verification.
+
+While a run is in progress it lives in a *journal* beside the final file
+(``<run>.json.journal``): JSON Lines, a header line then one line per measurement, each
+appended with flush and fsync, so a crash or a kill loses at most the case in flight. When
+the run ends the final file is written atomically (temporary file, fsync, rename) and the
+journal removed. The loader reads both, and tolerates a torn last line in a journal.
+
+Statistics are never stored: they are derived from the raw samples in one place
+(:attr:`Measurement.summary`), so every front end and report agrees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from bench_suite import ops, stats
+from bench_suite.cases import Case, is_cuda_backend
+from bench_suite.errors import BenchSuiteError, OutputError, ResultsFileError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SCHEMA = "bench-suite/run"
+VERSION = 1
+JOURNAL_SUFFIX = ".journal"
+STATUSES = ("ok", "failed", "skipped")
+MAX_SAMPLES_IN_FILE = 10_000_000
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The record of one case: raw samples plus what was checked. Immutable."""
+
+    case: Case
+    status: str  # "ok" | "failed" | "skipped"
+    reason: str = ""
+    samples_s: tuple[float, ...] = ()  # per-call seconds, one per sample
+    number: int = 0  # calls per sample
+    warmup_calls: int = 0
+    stop: str = ""  # why sampling stopped: converged | budget | max_samples
+    rel_error: float | None = None  # ‖out - ref‖ / ‖ref‖ against float64 numpy
+    tolerance: float | None = None
+    check: str = ""  # how the result was checked: full | projection
+    threads: int | None = None  # thread count in force while timing, read back
+    peak_mem_bytes: int | None = None
+    device_name: str = ""
+    started_at: str = ""
+    wall_s: float = 0.0  # host seconds spent on the case, verification included
+    #: Statistics given by a foreign source (asv, pytest-benchmark) that kept no raw samples.
+    given_summary: stats.Summary | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+
+    @property
+    def id(self) -> str:
+        return self.case.id
+
+    @cached_property
+    def summary(self) -> stats.Summary:
+        if self.samples_s or self.given_summary is None:
+            return stats.summarize(self.samples_s)
+        return self.given_summary
+
+    @property
+    def flops(self) -> int:
+        return ops.flops(self.case)
+
+    @property
+    def bytes(self) -> int:
+        return ops.bytes_moved(self.case)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "case_id": self.case.id,
+            "case": self.case.to_dict(),
+            "status": self.status,
+            "reason": self.reason,
+            "samples_s": list(self.samples_s),
+            "number": self.number,
+            "warmup_calls": self.warmup_calls,
+            "stop": self.stop,
+            "rel_error": self.rel_error,
+            "tolerance": self.tolerance,
+            "check": self.check,
+            "threads": self.threads,
+            "peak_mem_bytes": self.peak_mem_bytes,
+            "device_name": self.device_name,
+            "started_at": self.started_at,
+            "wall_s": self.wall_s,
+            "extra": dict(self.extra),
+        }
+        if self.given_summary is not None:
+            out["given_summary"] = {
+                k: getattr(self.given_summary, k) for k in stats.Summary.__dataclass_fields__
+            }
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "measurement") -> Measurement:
+        v = _Validator(where)
+        d = v.obj(data)
+        try:
+            case = Case.from_dict(d.get("case"))
+        except BenchSuiteError as exc:
+            raise ResultsFileError(f"{where}.case: {exc}") from None
+        case_id = d.get("case_id", case.id)
+        if case_id != case.id:
+            raise ResultsFileError(f"{where}: case_id {case_id!r} does not match its case ({case.id})")
+        status = v.str_(d, "status")
+        if status not in STATUSES:
+            raise ResultsFileError(f"{where}.status: {status!r} is not one of {', '.join(STATUSES)}")
+        samples = v.floats(d, "samples_s")
+        if status == "ok" and not samples and "given_summary" not in d:
+            raise ResultsFileError(f"{where}: status ok but no samples")
+        given = None
+        if "given_summary" in d:
+            g = v.obj(d["given_summary"], "given_summary")
+            try:
+                given = stats.Summary(**{
+                    k: (v.int_(g, k) if k == "n" else v.num(g, k, allow_nan=True))
+                    for k in stats.Summary.__dataclass_fields__
+                })
+            except TypeError:
+                raise ResultsFileError(f"{where}.given_summary: malformed") from None
+        return cls(
+            case=case,
+            status=status,
+            reason=v.str_(d, "reason", ""),
+            samples_s=tuple(samples),
+            number=v.int_(d, "number", 0),
+            warmup_calls=v.int_(d, "warmup_calls", 0),
+            stop=v.str_(d, "stop", ""),
+            rel_error=v.opt_num(d, "rel_error"),
+            tolerance=v.opt_num(d, "tolerance"),
+            check=v.str_(d, "check", ""),
+            threads=v.opt_int(d, "threads"),
+            peak_mem_bytes=v.opt_int(d, "peak_mem_bytes"),
+            device_name=v.str_(d, "device_name", ""),
+            started_at=v.str_(d, "started_at", ""),
+            wall_s=v.num(d, "wall_s", 0.0),
+            given_summary=given,
+            extra=v.obj(d.get("extra", {}), "extra"),
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    """One sweep on one machine: its environment and its measurements."""
+
+    run_id: str
+    machine: str
+    created_at: str
+    env: Mapping[str, Any]
+    config: Mapping[str, Any]
+    measurements: tuple[Measurement, ...]
+    finished_at: str = ""
+    complete: bool = True
+    source: str = "bench-suite"  # or "asv", "pytest-benchmark"
+    path: str = field(default="", compare=False)
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "run_id": self.run_id,
+            "machine": self.machine,
+            "created_at": self.created_at,
+            "env": dict(self.env),
+            "config": dict(self.config),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.header()
+        out["finished_at"] = self.finished_at
+        out["complete"] = self.complete
+        out["source"] = self.source
+        out["measurements"] = [m.to_dict() for m in self.measurements]
+        return out
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+def _dumps(obj: Any) -> str:
+    # allow_nan=False: NaN is not JSON, and a file other tools cannot read is a lost result.
+    return json.dumps(obj, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+def journal_path(path: Path) -> Path:
+    return path.with_name(path.name + JOURNAL_SUFFIX)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class RunWriter:
+    """Appends measurements to a journal as they come, then writes the final file atomically.
+
+    Opening the writer creates the folder and the journal at once, so an unwritable output
+    path fails before anything is measured.
+    """
+
+    def __init__(self, path: Path, header: Run):
+        self.path = Path(path)
+        self.journal = journal_path(self.path)
+        self._header = header
+        self.measurements: list[Measurement] = list(header.measurements)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh: IO[str] | None = open(self.journal, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise OutputError(f"cannot write results to {self.path}: {exc.strerror or exc}") from None
+        self._append(header.header())
+        for m in self.measurements:  # carried over when resuming
+            self._append({"measurement": m.to_dict()})
+
+    def _append(self, obj: Mapping[str, Any]) -> None:
+        if self._fh is None:
+            raise RuntimeError(f"{self.journal} is closed")
+        self._fh.write(_dumps(obj) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def add(self, m: Measurement) -> None:
+        self._append({"measurement": m.to_dict()})
+        self.measurements.append(m)
+
+    def run(self, finished_at: str = "", complete: bool = True) -> Run:
+        h = self._header
+        return Run(h.run_id, h.machine, h.created_at, h.env, h.config, tuple(self.measurements),
+                   finished_at, complete, h.source, str(self.path))
+
+    def finish(self, finished_at: str, complete: bool = True) -> Run:
+        """Write the final file atomically and drop the journal."""
+        run = self.run(finished_at, complete)
+        atomic_write_text(self.path, json.dumps(run.to_dict(), allow_nan=False, indent=1) + "\n")
+        self.close()
+        with contextlib.suppress(OSError):
+            self.journal.unlink()
+        return run
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def save_run(run: Run, path: Path) -> None:
+    atomic_write_text(Path(path), json.dumps(run.to_dict(), allow_nan=False, indent=1) + "\n")
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def parse_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ResultsFileError(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and int-digit limits are ValueErrors
+        msg = str(exc).splitlines()[0]
+        raise ResultsFileError(f"{where}: not valid JSON ({msg}); truncated or not a run file?") from None
+
+
+def read_text(path: Path) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ResultsFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ResultsFileError(f"{path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise ResultsFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ResultsFileError(f"{path}: not a text file (binary data)") from None
+
+
+def run_from_dict(data: Any, where: str, path: str = "") -> Run:
+    """Validate a decoded run document; every problem becomes one ResultsFileError line."""
+    check_header(data, where)
+    v = _Validator(where)
+    raw = data.get("measurements")
+    if not isinstance(raw, list):
+        raise ResultsFileError(f"{where}: 'measurements' must be a list")
+    ms = tuple(Measurement.from_dict(m, f"{where}: measurements[{i}]") for i, m in enumerate(raw))
+    return Run(
+        run_id=v.str_(data, "run_id"),
+        machine=v.str_(data, "machine"),
+        created_at=v.str_(data, "created_at", ""),
+        env=v.obj(data.get("env", {}), "env"),
+        config=v.obj(data.get("config", {}), "config"),
+        measurements=ms,
+        finished_at=v.str_(data, "finished_at", ""),
+        complete=v.bool_(data, "complete", True),
+        source=v.str_(data, "source", "bench-suite"),
+        path=path,
+    )
+
+
+def check_header(data: Any, where: str) -> None:
+    if not isinstance(data, dict) or "schema" not in data:
+        raise ResultsFileError(f"{where}: not a bench-suite run file (no 'schema' field)")
+    if data["schema"] != SCHEMA:
+        raise ResultsFileError(f"{where}: schema {data['schema']!r} is not {SCHEMA!r}")
+    version = data.get("version")
+    if version != VERSION:
+        raise ResultsFileError(
+            f"{where}: run file version {version!r}; this bench-suite reads version {VERSION}"
+        )
+
+
+def read_journal(text: str, where: str, path: str = "") -> Run:
+    """A run from a journal: the header line, then measurements; a torn last line is dropped
+    (it is the line being written when the process died)."""
+    lines = text.split("\n")
+    if not lines or not lines[0].strip():
+        raise ResultsFileError(f"{where}: empty journal")
+    header = parse_json(lines[0], f"{where}: line 1")
+    check_header(header, f"{where}: line 1")
+    body: list[Any] = []
+    for i, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            entry = parse_json(line, f"{where}: line {i}")
+        except ResultsFileError:
+            if i == len(lines) or (i == len(lines) - 1 and not lines[-1].strip()):
+                break  # the torn tail of a killed writer
+            raise
+        if not isinstance(entry, dict) or "measurement" not in entry:
+            raise ResultsFileError(f"{where}: line {i}: not a measurement entry")
+        body.append(entry["measurement"])
+    doc = dict(header, measurements=body, complete=False)
+    return run_from_dict(doc, where, path)
+
+
+def read_run_file(path: Path) -> Run:
+    path = Path(path)
+    text = read_text(path)
+    if path.name.endswith(JOURNAL_SUFFIX):
+        return read_journal(text, str(path), str(path))
+    return run_from_dict(parse_json(text, str(path)), str(path), str(path))
+
+
+# --- the frame ----------------------------------------------------------------------------
+
+#: Columns of :func:`to_frame`, in order. Times in seconds, rates in GFLOP/s and GB/s.
+COLUMNS: tuple[str, ...] = (
+    "run_id", "machine", "source", "case_id", "op", "backend", "device", "device_name",
+    "dtype", "m", "k", "n", "size", "threads", "threads_label", "grad_mode", "status", "reason",
+    "median_s", "q1_s", "q3_s", "ci_low_s", "ci_high_s", "min_s", "mean_s", "n_samples",
+    "number", "rel_ci", "noisy", "converged", "flops", "bytes", "intensity", "gflops", "gbps",
+    "rel_error", "tolerance", "peak_mem_bytes", "wall_s", "commit", "created_at",
+)
+
+
+def _row(run: Run, m: Measurement) -> dict[str, Any]:
+    c = m.case
+    s = m.summary
+    ok = m.status == "ok" and s.n > 0 and s.median > 0
+    median = s.median if ok else math.nan
+    cuda = is_cuda_backend(c.backend)
+    cores = _env_cores(run.env)
+    threads = m.threads if m.threads is not None else (None if cuda else (c.threads or cores))
+    return {
+        "run_id": run.run_id,
+        "machine": run.machine,
+        "source": run.source,
+        "case_id": c.id,
+        "op": c.op,
+        "backend": c.backend,
+        "device": "cuda:%d" % _cuda_index(c.backend) if cuda else "cpu",
+        "device_name": m.device_name,
+        "dtype": c.dtype,
+        "m": c.m,
+        "k": c.k,
+        "n": c.n,
+        "size": c.size_label,
+        "threads": threads,
+        "threads_label": c.threads_label,
+        "grad_mode": c.grad_mode,
+        "status": m.status,
+        "reason": m.reason,
+        "median_s": median,
+        "q1_s": s.q1 if ok else math.nan,
+        "q3_s": s.q3 if ok else math.nan,
+        "ci_low_s": s.ci_low if ok else math.nan,
+        "ci_high_s": s.ci_high if ok else math.nan,
+        "min_s": s.min if ok else math.nan,
+        "mean_s": s.mean if ok else math.nan,
+        "n_samples": s.n,
+        "number": m.number,
+        "rel_ci": s.rel_ci if ok else math.nan,
+        "noisy": bool(ok and s.noisy),
+        "converged": m.stop == "converged",
+        "flops": m.flops,
+        "bytes": m.bytes,
+        "intensity": m.flops / m.bytes,
+        "gflops": m.flops / median / 1e9 if ok else math.nan,
+        "gbps": m.bytes / median / 1e9 if ok else math.nan,
+        "rel_error": m.rel_error if m.rel_error is not None else math.nan,
+        "tolerance": m.tolerance if m.tolerance is not None else math.nan,
+        "peak_mem_bytes": m.peak_mem_bytes,
+        "wall_s": m.wall_s,
+        "commit": _env_commit(run.env),
+        "created_at": run.created_at,
+    }
+
+
+def _cuda_index(backend: str) -> int:
+    from bench_suite.cases import cuda_index
+
+    return cuda_index(backend)
+
+
+def _env_cores(env: Mapping[str, Any]) -> int | None:
+    cpu = env.get("cpu") if isinstance(env, Mapping) else None
+    value = cpu.get("usable_cores") if isinstance(cpu, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _env_commit(env: Mapping[str, Any]) -> str:
+    git = env.get("git") if isinstance(env, Mapping) else None
+    value = git.get("commit") if isinstance(git, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
+def to_frame(runs: Iterable[Run]) -> pd.DataFrame:
+    """One tidy row per measurement: what every table, figure and ``--csv`` is built from."""
+    import pandas as pd
+
+    rows = [_row(run, m) for run in runs for m in run.measurements]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    for col in ("k", "threads", "peak_mem_bytes", "m", "n", "n_samples", "number"):
+        frame[col] = frame[col].astype("Int64")
+    for col in ("noisy", "converged"):
+        frame[col] = frame[col].astype(bool)
+    return frame
+
+
+# --- validation helpers -------------------------------------------------------------------
+
+
+class _Validator:
+    """Typed field access with messages that say where in the file the problem is."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def _fail(self, key: str, what: str) -> ResultsFileError:
+        return ResultsFileError(f"{self.where}.{key}: {what}")
+
+    def obj(self, value: Any, key: str = "") -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ResultsFileError(
+                f"{self.where}{'.' + key if key else ''}: expected an object, got {type(value).__name__}"
+            )
+        return value
+
+    def str_(self, d: Mapping[str, Any], key: str, default: str | None = None) -> str:
+        if key not in d and default is not None:
+            return default
+        value = d.get(key)
+        if not isinstance(value, str):
+            raise self._fail(key, f"expected a string, got {type(value).__name__}")
+        if len(value) > 100_000:
+            raise self._fail(key, "string too long")
+        return value
+
+    def bool_(self, d: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = d.get(key, default)
+        if not isinstance(value, bool):
+            raise self._fail(key, f"expected true or false, got {type(value).__name__}")
+        return value
+
+    def int_(self, d: Mapping[str, Any], key: str, default: int | None = None) -> int:
+        if key not in d and default is not None:
+            return default
+        value = d.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+            raise self._fail(key, f"expected a count 0..2**63, got {_show(value)}")
+        return value
+
+    def opt_int(self, d: Mapping[str, Any], key: str) -> int | None:
+        return None if d.get(key) is None else self.int_(d, key)
+
+    def num(self, d: Mapping[str, Any], key: str, default: float | None = None,
+            allow_nan: bool = False) -> float:
+        if key not in d and default is not None:
+            return default
+        value = d.get(key)
+        if value is None and allow_nan:
+            return math.nan
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise self._fail(key, f"expected a number, got {_show(value)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise self._fail(key, "number out of range")
+        return value
+
+    def opt_num(self, d: Mapping[str, Any], key: str) -> float | None:
+        return None if d.get(key) is None else self.num(d, key)
+
+    def floats(self, d: Mapping[str, Any], key: str) -> list[float]:
+        value = d.get(key, [])
+        if not isinstance(value, list):
+            raise self._fail(key, f"expected a list of numbers, got {type(value).__name__}")
+        if len(value) > MAX_SAMPLES_IN_FILE:
+            raise self._fail(key, "too many samples")
+        out = []
+        for x in value:
+            if not isinstance(x, (int, float)) or isinstance(x, bool):
+                raise self._fail(key, f"expected numbers, found {_show(x)}")
+            x = float(x)
+            if not (math.isfinite(x) and x >= 0):
+                raise self._fail(key, f"sample {x!r} is not a finite non-negative time")
+            out.append(x)
+        return out
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def json_safe(value: Any) -> Any:
+    """Make a value JSON-safe for ``extra``/``env``: non-finite floats become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def measurements_by_id(runs: Sequence[Run]) -> dict[str, list[Measurement]]:
+    out: dict[str, list[Measurement]] = {}
+    for run in runs:
+        for m in run.measurements:
+            out.setdefault(m.id, []).append(m)
+    return out

@@ -1,0 +1,245 @@
+"""Walks a sweep: availability -> prepare -> verify -> time -> record.
+
+Each measurement is appended to the run's journal the moment it exists, so an interrupted
+run keeps every finished case. A failure inside a case (a wrong result, an exception, an
+out-of-memory error) becomes a ``failed`` measurement and the sweep goes on; a case the
+backend cannot run becomes ``skipped`` with the backend's reason. Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench_suite import env as env_mod
+from bench_suite import ops
+from bench_suite.backends import Backend, get_backend
+from bench_suite.cases import Case, is_cuda_backend
+from bench_suite.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter
+from bench_suite.timing import Clock, TimingConfig, measure
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def default_path(results_dir: Path, machine: str, run_id: str) -> Path:
+    return Path(results_dir) / machine / f"{run_id}.json"
+
+
+def resolve_out(out: str | Path | None, machine: str, run_id: str) -> Path:
+    """``--out``: a ``.json`` file, or a folder that gets ``<run-id>.json``; default
+    ``results/<machine>/<run-id>.json``."""
+    if out is None:
+        return default_path(Path("results"), machine, run_id)
+    path = Path(out)
+    if path.suffix == ".json":
+        return path
+    if path.name.endswith(JOURNAL_SUFFIX):
+        return path.with_name(path.name[: -len(JOURNAL_SUFFIX)])
+    return path / f"{run_id}.json"
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def case_started(self, case: Case) -> None: ...
+    def case_finished(self, measurement: Measurement) -> None: ...
+
+
+class _Silent:
+    def start(self, total: int) -> None:
+        pass
+
+    def case_started(self, case: Case) -> None:
+        pass
+
+    def case_finished(self, measurement: Measurement) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    seed: int = 0
+    timing: TimingConfig = field(default_factory=TimingConfig)
+
+
+def run_case(
+    case: Case,
+    backend: Backend,
+    options: RunOptions = RunOptions(),
+    clock: Clock = time.perf_counter_ns,
+) -> Measurement:
+    """Measure one case. Never raises for a problem inside the case: it is recorded."""
+    started = now_iso()
+    t0 = time.perf_counter()
+
+    def done(status: str, reason: str = "", **kw: Any) -> Measurement:
+        return Measurement(case, status, reason, started_at=started,
+                           wall_s=time.perf_counter() - t0, **kw)
+
+    try:
+        avail = backend.availability(case)
+    except Exception as exc:  # an availability probe that itself fails still says why
+        return done("skipped", f"availability check failed: {_describe(exc)}")
+    if not avail.ok:
+        return done("skipped", avail.reason)
+
+    tol = ops.TOLERANCE[case.dtype]
+    prepared = None
+    try:
+        device_name = backend.device_name()
+        inputs = ops.make_inputs(case, options.seed)
+        backend.reset_peak_memory()
+        prepared = backend.prepare(case, inputs)
+        del inputs  # the float64 masters; prepared.inputs holds what the device holds
+        with backend.threads(case.threads) as applied:
+            outputs = prepared.run_once()
+            # The reference runs after the op (all cores are back for the float64 product).
+        err, check = ops.relative_error(case, prepared.inputs, outputs, options.seed)
+        del outputs
+        if not err <= tol:  # "not <=" so that NaN fails too
+            return done("failed", f"wrong result: relative error {err:.3g} > tolerance {tol:g}",
+                        rel_error=err if err == err and err != float("inf") else None,
+                        tolerance=tol, check=check, device_name=device_name, threads=applied)
+        with backend.threads(case.threads) as applied:
+            timing = measure(prepared.call, backend.timer(clock), options.timing, clock)
+        peak = backend.peak_memory_bytes()
+        return done(
+            "ok",
+            samples_s=timing.samples_s,
+            number=timing.number,
+            warmup_calls=timing.warmup_calls,
+            stop=timing.stop,
+            rel_error=err,
+            tolerance=tol,
+            check=check,
+            threads=applied,
+            peak_mem_bytes=peak if peak is not None else ops.footprint_bytes(case),
+            device_name=device_name,
+        )
+    except Exception as exc:  # recorded, never hidden: the case is failed, the sweep goes on
+        return done("failed", _describe(exc))
+    finally:
+        if prepared is not None:
+            prepared.release()
+        if is_cuda_backend(case.backend):
+            _release_cuda()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    name = type(exc).__name__
+    if isinstance(exc, MemoryError) or "out of memory" in first.lower():
+        return f"out of memory: {name}: {first}"[:500]
+    return f"{name}: {first}"[:500]
+
+
+def _release_cuda() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        torch.cuda.empty_cache()
+    except Exception:  # nothing to release where CUDA itself is broken
+        pass
+
+
+def run_cases(
+    cases: Sequence[Case],
+    writer: RunWriter,
+    options: RunOptions = RunOptions(),
+    progress: Progress | None = None,
+    backend_for: Callable[[str], Backend] = get_backend,
+    skip_ids: Iterable[str] = (),
+    clock: Clock = time.perf_counter_ns,
+) -> list[Measurement]:
+    """Run ``cases`` in order, appending each measurement to ``writer`` as it is made.
+
+    ``skip_ids``: cases already measured (a resumed run). KeyboardInterrupt propagates after
+    the finished cases are safely in the journal.
+    """
+    progress = progress or _Silent()
+    done = set(skip_ids)
+    todo = [c for c in cases if c.id not in done]
+    progress.start(len(todo))
+    backends: dict[str, Backend] = {}
+    out = []
+    for case in todo:
+        progress.case_started(case)
+        backend = backends.get(case.backend)
+        if backend is None:
+            backend = backends[case.backend] = backend_for(case.backend)
+        m = run_case(case, backend, options, clock)
+        writer.add(m)
+        out.append(m)
+        progress.case_finished(m)
+    return out
+
+
+def start_run(
+    path: Path,
+    cases: Sequence[Case],
+    options: RunOptions,
+    machine: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+) -> RunWriter:
+    """Collect the environment and open the run's journal (fails early if unwritable)."""
+    wants_torch = any(c.backend != "numpy" for c in cases)
+    env = env_mod.collect(machine, torch=wants_torch and _torch_installed())
+    header = Run(
+        run_id=run_id or path.stem,
+        machine=env["machine"],
+        created_at=now_iso(),
+        env=env,
+        config={"seed": options.seed, "timing": asdict(options.timing), **(config or {})},
+        measurements=(),
+        complete=False,
+    )
+    return RunWriter(path, header)
+
+
+def _torch_installed() -> bool:
+    from bench_suite.backends.torch_backend import torch_installed
+
+    return torch_installed()
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C during a sweep: the finished cases are saved in ``run``."""
+
+    def __init__(self, run: Run):
+        super().__init__(f"interrupted after {len(run.measurements)} cases")
+        self.run = run
+
+
+def run_sweep(
+    cases: Sequence[Case],
+    path: Path,
+    options: RunOptions = RunOptions(),
+    machine: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+    backend_for: Callable[[str], Backend] = get_backend,
+) -> Run:
+    """A whole run: open the journal, measure every case, write the final file atomically."""
+    writer = start_run(path, cases, options, machine, config)
+    try:
+        run_cases(cases, writer, options, progress, backend_for)
+    except KeyboardInterrupt:
+        raise RunInterrupted(writer.finish(now_iso(), complete=False)) from None
+    except BaseException:
+        writer.close()  # the journal keeps what was measured
+        raise
+    return writer.finish(now_iso(), complete=True)

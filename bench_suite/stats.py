@@ -1,0 +1,132 @@
+"""Summaries of raw per-call times, on plain sequences of floats.
+
+Medians and quartiles rather than means: timing distributions are skewed (a preempted sample
+is slow, never fast), and the median's confidence interval needs no assumption about their
+shape. The interval is the classic distribution-free one from order statistics: the number of
+samples below the true median is Binomial(n, 1/2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: A cell is flagged noisy when its interquartile range exceeds this fraction of the median,
+#: or when the median's confidence half-width exceeds NOISY_REL_CI.
+NOISY_REL_IQR = 0.10
+NOISY_REL_CI = 0.05
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    median: float
+    q1: float
+    q3: float
+    ci_low: float
+    ci_high: float
+    mean: float
+    stdev: float
+    min: float
+    max: float
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @property
+    def rel_ci(self) -> float:
+        """Relative half-width of the median's confidence interval (the "±" of the median)."""
+        return rel_half_width(self.median, self.ci_low, self.ci_high)
+
+    @property
+    def noisy(self) -> bool:
+        if self.n == 0 or self.median <= 0:
+            return False
+        return self.iqr / self.median > NOISY_REL_IQR or self.rel_ci > NOISY_REL_CI
+
+
+def rel_half_width(median: float, low: float, high: float) -> float:
+    if median <= 0 or not math.isfinite(low) or not math.isfinite(high):
+        return math.inf
+    return max(median - low, high - median) / median
+
+
+def quantile(sorted_xs: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of already sorted values."""
+    if not sorted_xs:
+        return math.nan
+    pos = q * (len(sorted_xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+
+
+def _binom_half_cdf(k: int, n: int) -> float:
+    """P(B <= k) for B ~ Binomial(n, 1/2)."""
+    if k < 0:
+        return 0.0
+    if n > 1000:  # normal approximation with continuity correction
+        return 0.5 * math.erfc(-((k + 0.5 - n / 2) / math.sqrt(n / 4)) / math.sqrt(2))
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
+    """0-based ranks (lo, hi) of the order statistics bounding the median's interval.
+
+    Returns the narrowest symmetric pair whose coverage is at least ``confidence``; with too
+    few samples for that, the full range (0, n-1), whose coverage is then lower.
+    """
+    if n <= 0:
+        raise ValueError("no samples")
+    alpha = 1.0 - confidence
+    if n > 1000:
+        z = math.sqrt(2) * _erfinv(confidence)
+        lo = max(0, math.floor(n / 2 - z * math.sqrt(n) / 2) - 1)
+        return lo, n - 1 - lo
+    # l: the largest 1-based rank with P(B <= l - 1) <= alpha/2; then [x_(l), x_(n+1-l)]
+    # (1-based) covers at least 1 - alpha.
+    l = 0
+    while l + 1 <= n // 2 and _binom_half_cdf(l, n) <= alpha / 2:
+        l += 1
+    lo = max(l - 1, 0)
+    return lo, n - 1 - lo
+
+
+def _erfinv(y: float) -> float:
+    """Inverse error function by Newton's method (enough for confidence levels)."""
+    x = 0.0
+    for _ in range(60):
+        err = math.erf(x) - y
+        x -= err / (2 / math.sqrt(math.pi) * math.exp(-x * x))
+    return x
+
+
+def median_ci(xs: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    s = sorted(xs)
+    lo, hi = median_ci_ranks(len(s), confidence)
+    return s[lo], s[hi]
+
+
+def summarize(xs: Sequence[float], confidence: float = 0.95) -> Summary:
+    if len(xs) == 0:
+        nan = math.nan
+        return Summary(0, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+    s = sorted(xs)
+    n = len(s)
+    lo, hi = median_ci_ranks(n, confidence)
+    mean = math.fsum(s) / n
+    var = math.fsum((x - mean) ** 2 for x in s) / (n - 1) if n > 1 else 0.0
+    return Summary(
+        n=n,
+        median=quantile(s, 0.5),
+        q1=quantile(s, 0.25),
+        q3=quantile(s, 0.75),
+        ci_low=s[lo],
+        ci_high=s[hi],
+        mean=mean,
+        stdev=math.sqrt(var),
+        min=s[0],
+        max=s[-1],
+    )

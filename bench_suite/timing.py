@@ -1,0 +1,197 @@
+"""The clock loop: warm-up, calibration, samples and the stopping rule.
+
+The clock and the device are parameters, never globals, so tests drive this loop with a
+seeded fake clock and a fake CUDA device and the GPU logic runs in CI without a GPU.
+
+One *sample* is a block of ``number`` back-to-back calls; its time / ``number`` is one
+per-call observation. Blocks are timed
+
+* on the host with ``perf_counter_ns``, the device synchronized before the clock is started
+  and before it is read (:class:`HostTimer`), or
+* on a CUDA device with events recorded around the block, the end event synchronized before
+  reading (:class:`EventTimer`): this times the kernels, not their launches.
+
+Sampling stops when the median's confidence half-width is under ``target_rel_ci`` with at
+least ``min_samples`` samples, or when the time budget is spent (with at least
+``MIN_SAMPLES_HARD`` samples), or at ``max_samples``.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bench_suite import stats
+
+Clock = Callable[[], int]  # nanoseconds, monotonic
+
+#: Samples taken even when the budget is spent, so a median and a spread exist.
+MIN_SAMPLES_HARD = 3
+
+
+class Event(Protocol):
+    def record(self) -> None: ...
+    def synchronize(self) -> None: ...
+    def elapsed_time(self, end: Event) -> float: ...  # milliseconds, as torch.cuda.Event
+
+
+class Device(Protocol):
+    """What timing needs of a device: a barrier and (for GPUs) timing events."""
+
+    def synchronize(self) -> None: ...
+    def event(self) -> Event: ...
+
+
+class BlockTimer(Protocol):
+    def time_block(self, fn: Callable[[], object], number: int) -> float:
+        """Seconds taken by ``number`` back-to-back calls of ``fn``."""
+        ...
+
+
+def _noop() -> None:
+    return None
+
+
+class HostTimer:
+    """Host clock around a block, the device synchronized at both ends."""
+
+    def __init__(self, clock: Clock = time.perf_counter_ns, synchronize: Callable[[], None] = _noop):
+        self.clock = clock
+        self.synchronize = synchronize
+
+    def time_block(self, fn: Callable[[], object], number: int) -> float:
+        sync, clock = self.synchronize, self.clock
+        repeat = itertools.repeat(None, number)  # as timeit: the cheapest Python loop
+        sync()
+        t0 = clock()
+        for _ in repeat:
+            fn()
+        sync()
+        return (clock() - t0) * 1e-9
+
+
+class EventTimer:
+    """Device events around a block: measures device time, not launch time."""
+
+    def __init__(self, device: Device):
+        self.device = device
+        self._start = device.event()
+        self._end = device.event()
+
+    def time_block(self, fn: Callable[[], object], number: int) -> float:
+        repeat = itertools.repeat(None, number)
+        self.device.synchronize()  # nothing earlier may leak into this block
+        self._start.record()
+        for _ in repeat:
+            fn()
+        self._end.record()
+        self._end.synchronize()
+        return self._start.elapsed_time(self._end) * 1e-3
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    target_rel_ci: float = 0.01  # stop when the median is known to +-1% ...
+    confidence: float = 0.95  # ... at this confidence
+    min_samples: int = 10
+    max_samples: int = 10_000
+    time_budget_s: float = 1.0  # per case, warm-up included
+    warmup_s: float = 0.02  # at least this long, and at least one call, before sampling
+    min_block_s: float = 1e-3  # calls per sample chosen so one block lasts at least this
+
+    def __post_init__(self) -> None:
+        from bench_suite.errors import UsageError
+
+        checks = {
+            "target_rel_ci": 0 < self.target_rel_ci < 1,
+            "confidence": 0 < self.confidence < 1,
+            "min_samples": 1 <= self.min_samples <= self.max_samples,
+            "time_budget_s": 0 < self.time_budget_s <= 86_400 and math.isfinite(self.time_budget_s),
+            "warmup_s": 0 <= self.warmup_s < 3_600,
+            "min_block_s": 0 < self.min_block_s < 60,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise UsageError(f"timing setting {name}={getattr(self, name)!r} is out of range")
+
+
+@dataclass(frozen=True)
+class Timing:
+    samples_s: tuple[float, ...]  # per-call seconds, one per sample
+    number: int  # calls per sample
+    warmup_calls: int
+    stop: str  # "converged" | "budget" | "max_samples"
+    wall_s: float  # host time spent in this function
+
+    @property
+    def converged(self) -> bool:
+        return self.stop == "converged"
+
+
+def _check_every(n: int) -> int:
+    # Checking the rule sorts the samples; doing it every ~10% keeps the loop O(n log n).
+    return max(1, n // 10)
+
+
+def measure(
+    fn: Callable[[], object],
+    timer: BlockTimer,
+    config: TimingConfig = TimingConfig(),
+    clock: Clock = time.perf_counter_ns,
+) -> Timing:
+    """Warm up, calibrate, then sample ``fn`` until the stopping rule holds."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # a collection inside a block is noise, as in timeit
+    try:
+        return _measure(fn, timer, config, clock)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _measure(fn: Callable[[], object], timer: BlockTimer, config: TimingConfig, clock: Clock) -> Timing:
+    t_start = clock()
+    budget_ns = config.time_budget_s * 1e9
+
+    def spent() -> float:
+        return clock() - t_start
+
+    # Warm-up doubles as calibration: grow the block until it lasts min_block_s and the
+    # warm-up time has passed (caches, clocks, lazy initialisation, allocator pools).
+    number, warmup_calls = 1, 0
+    while True:
+        block = timer.time_block(fn, number)
+        warmup_calls += number
+        warmed = spent() >= config.warmup_s * 1e9
+        if block >= config.min_block_s and warmed:
+            break
+        if spent() >= budget_ns / 2:  # a slow op: keep half the budget for samples
+            break
+        if block < config.min_block_s:
+            per_call = max(block / number, 1e-9)
+            number = max(number + 1, min(number * 10, math.ceil(1.2 * config.min_block_s / per_call)))
+
+    samples: list[float] = []
+    next_check = config.min_samples
+    stop = "budget"
+    while True:
+        samples.append(timer.time_block(fn, number) / number)
+        n = len(samples)
+        if n >= config.max_samples:
+            stop = "max_samples"
+            break
+        if n >= next_check:
+            next_check = n + _check_every(n)
+            low, high = stats.median_ci(samples, config.confidence)
+            median = stats.quantile(sorted(samples), 0.5)
+            if stats.rel_half_width(median, low, high) <= config.target_rel_ci:
+                stop = "converged"
+                break
+        if n >= MIN_SAMPLES_HARD and spent() >= budget_ns:
+            break
+    return Timing(tuple(samples), number, warmup_calls, stop, spent() * 1e-9)
