@@ -219,15 +219,23 @@ def _print_summary(run: Any) -> None:
     summary = tables.run_summary(to_frame([run]))
     table = Table(title=f"run {run.run_id} on {run.machine}", title_justify="left")
     for col in ("case", "median", "±", "rate", "vs numpy", "note"):
-        table.add_column(col, justify="left" if col in ("case", "note") else "right")
+        table.add_column(col, justify="left" if col in ("case", "note") else "right",
+                         no_wrap=col == "case")
+    skipped: dict[str, int] = {}
     for row in summary.itertuples(index=False):
         if row.status == "ok":
             note = "noisy" if row.noisy else ""
             table.add_row(row.case_id, fmt_time(row.median_s), f"{row.rel_ci:.1%}",
                           fmt_rate(row.rate, row.rate_unit), fmt_ratio(row.speedup_vs_numpy), note)
+        elif row.status == "skipped":
+            skipped[row.reason] = skipped.get(row.reason, 0) + 1
         else:
-            table.add_row(row.case_id, "-", "", "", "", f"{row.status}: {row.reason}")
-    Console(highlight=False, soft_wrap=False).print(table)
+            table.add_row(row.case_id, "-", "", "", "", f"failed: {row.reason}")
+    # not a terminal (CI logs, pipes): wide enough that case ids are never cut
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    for reason, count in skipped.items():
+        console.print(f"skipped {count} case{'s' if count > 1 else ''}: {reason}")
 
 
 class _nullcontext:
