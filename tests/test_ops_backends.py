@@ -175,3 +175,17 @@ def test_memory_precheck_skips_before_allocating(monkeypatch: pytest.MonkeyPatch
     m = run_case(_case("matmul", "numpy", "float32"), b, FAST)
     assert m.status == "skipped"
     assert "GiB free" in m.reason
+
+
+def test_an_output_element_left_unwritten_fails_verification(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Outputs are poisoned with NaN before the checked call, so a kernel that skips part of
+    # its output cannot pass on whatever the allocator left there.
+    real_multiply = np.multiply
+
+    def skips_last_row(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        real_multiply(a[:-1], b[:-1], out=out[:-1])
+        return out
+
+    monkeypatch.setattr(np, "multiply", skips_last_row)
+    m = run_case(_case("hadamard", "numpy", "float32"), NumpyBackend(), FAST)
+    assert m.status == "failed" and "relative error inf" in m.reason

@@ -41,7 +41,8 @@ class NumpyBackend(Backend):
     def prepare(self, case: Case, inputs: dict[str, np.ndarray]) -> Prepared:
         dt = _DTYPES[case.dtype]
         x = {k: np.ascontiguousarray(v, dtype=dt) for k, v in inputs.items()}
-        out = {k: np.empty(s, dtype=dt) for k, s in ops.output_shapes(case).items()}
+        # Outputs start as NaN ("poisoned"): an element the op fails to write fails verification.
+        out = {k: np.full(s, np.nan, dtype=dt) for k, s in ops.output_shapes(case).items()}
         a, b = x["A"], x["B"]
         if case.op == "matmul":
             c = out["C"]

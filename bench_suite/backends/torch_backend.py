@@ -84,7 +84,8 @@ class _TorchBackend(Backend):
             def results(r: Any) -> dict[str, Any]:
                 return {"C": r}
         else:
-            out = torch.empty((case.m, case.n), device=dev, dtype=dt)
+            # poisoned with NaN: an element the op fails to write fails verification
+            out = torch.full((case.m, case.n), float("nan"), device=dev, dtype=dt)
             fn = torch.matmul if case.op == "matmul" else torch.mul
 
             def call() -> object:
