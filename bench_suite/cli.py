@@ -8,6 +8,7 @@ in :func:`main` and nowhere else.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -78,6 +79,26 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument("--machine", help="machine name to file results under (default: host name)")
     p.add_argument("--report", metavar="DIR", help="also write a report of this run to DIR")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    g = p.add_argument_group("reliability")
+    g.add_argument("--isolate", action="store_true",
+                   help="run each case in a fresh worker process: a crash, abort or hang fails "
+                   "that case only, and the run goes on")
+    g.add_argument("--case-timeout", type=_positive_float, metavar="SECONDS",
+                   help="with --isolate: kill a case's worker after this long "
+                   "(default 30 + 10 x the time budget)")
+    g.add_argument("--resume", metavar="FILE",
+                   help="continue an interrupted run (its .json, or the .json.journal of a killed "
+                   "run) with its saved sweep and settings; finished cases are not run again")
+    g = p.add_argument_group("GPU timing (harmless without a GPU)")
+    g.add_argument("--cold-cache", action="store_true",
+                   help="flush the caches (GPU L2, CPU last level) before every call, outside the "
+                   "timed region; each call is timed on its own")
+    g.add_argument("--cuda-graphs", action="store_true",
+                   help="CUDA cases: capture many calls into one CUDA graph and time its replays "
+                   "(kernels shorter than their launch)")
+    g.add_argument("--nvml", action=argparse.BooleanOptionalAction, default=None,
+                   help="sample GPU clocks, temperature, power and throttle reasons around each "
+                   "CUDA case (default: on where nvidia-ml-py and a driver are present)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list", help="list the cases a sweep would run, with skip reasons")
@@ -89,6 +110,78 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="as JSON")
     p.add_argument("--machine", help="machine name (default: host name)")
     p.set_defaults(func=cmd_env)
+
+    p = sub.add_parser(
+        "report", help="write an HTML/Markdown/CSV report with figures from run files",
+        description="Write DIR/index.html (self-contained), DIR/summary.md (fits a CI job summary "
+        "or a pull-request comment), DIR/results.csv and DIR/figures/*.png. Several runs (other "
+        "machines or GPUs) are shown side by side.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATHS",
+                   help="run files, journals of interrupted runs, or folders of them; also asv "
+                   "results folders (.asv/results) and pytest-benchmark JSON files")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="folder to write the report to")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "compare", help="compare two sets of runs case by case; exit 1 on a regression",
+        description="Pair the cases of BASE and CAND by id; per case the ratio of medians, its "
+        "bootstrap interval, a Mann-Whitney U test and a verdict. Exit status: 0 no regression, "
+        "1 at least one case significantly slower beyond the threshold, 2 bad input.",
+    )
+    p.add_argument("base", metavar="BASE",
+                   help="run file, journal or results folder (the reference)")
+    p.add_argument("cand", metavar="CAND", help="run file, journal or results folder (the candidate)")
+    p.add_argument("--threshold", default="5%", help="smallest change that counts: 5%% or 0.05 (default 5%%)")
+    p.add_argument("--alpha", default="0.01",
+                   help="significance level after Holm's correction (default 0.01)")
+    p.add_argument("--format", choices=("text", "md", "html", "json"),
+                   help="output format (default: from the -o suffix, else text)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the comparison here instead of stdout")
+    p.add_argument("--combine", choices=("pool", "latest"), default="pool",
+                   help="several measurements of a case on one side: pool their samples (default) "
+                   "or keep the latest")
+    p.add_argument("--correction", choices=("holm", "none"), default="holm",
+                   help="multiple-testing correction over the cases (default holm)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "peaks", help="measure each device's best matmul FLOP/s and copy GB/s (for rooflines)",
+        description="Per backend and dtype: the best median matmul rate over a few large sizes, "
+        "and the bandwidth of a large device copy (bytes read + written); CPU on one thread and "
+        "on every core. Saved with the environment, the CPU's theoretical peak and any GPU's "
+        "datasheet figures; reports of runs in the same folder use them.",
+    )
+    p.add_argument("--backends", help="comma-separated (default: numpy, torch-cpu, and every "
+                   "visible torch-cuda)")
+    p.add_argument("--dtypes", help="comma-separated (default: float32,float64 on the CPU; "
+                   "float64,float32,float16,bfloat16 on a GPU)")
+    p.add_argument("--sizes", help="comma-separated square sizes to try (default: 1024,1536,2048 "
+                   "on the CPU; 2048,4096,8192 on a GPU)")
+    p.add_argument("--threads", help="CPU thread counts (default: 1,all)")
+    p.add_argument("--time-budget", type=_positive_float, default=0.3,
+                   help="seconds per size and per copy (default 0.3)")
+    p.add_argument("--copy-mib", type=int, metavar="MIB",
+                   help="size of each copy buffer in MiB (default: 256 on the CPU, 1024 on a GPU)")
+    p.add_argument("--out", help="peaks file (default: results/<machine>/peaks.json)")
+    p.add_argument("--machine", help="machine name (default: host name)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_peaks)
+
+    p = sub.add_parser(
+        "profile", help="profile one case: torch.profiler trace and top operators, or cProfile",
+        description="Run one case (verified first) under torch.profiler (CPU, and CUDA activity "
+        "on a GPU): writes a Chrome trace (open in chrome://tracing or Perfetto) and prints the "
+        "operators and kernels with their share of time. numpy cases get a Python-level "
+        "cProfile instead (its .prof file opens in snakeviz or pstats).",
+    )
+    p.add_argument("case_id", metavar="CASE_ID", help="e.g. matmul/torch-cpu/float32/n=512/threads=1")
+    p.add_argument("--trace", metavar="FILE",
+                   help="trace file (default: profiles/<case>.trace.json, .prof for numpy)")
+    p.add_argument("--seed", type=_seed, default=0, help="input seed (default 0)")
+    p.add_argument("--calls", type=int, help="calls to profile (default: about 0.5 s worth, 3..1000)")
+    p.add_argument("--top", type=int, default=15, help="rows of the table (default 15)")
+    p.set_defaults(func=cmd_profile)
     return parser
 
 
@@ -123,6 +216,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench_suite import runner
     from bench_suite.timing import TimingConfig
 
+    if args.case_timeout is not None and not args.isolate and not args.resume:
+        raise UsageError("--case-timeout needs --isolate")
+    if args.resume:
+        return _resume(args)
     preset, cases = sweep_from_args(args)
     timing = TimingConfig(
         target_rel_ci=args.target,
@@ -132,15 +229,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     machine = env_mod.machine_name(args.machine)
     run_id = runner.new_run_id()
     path = runner.resolve_out(args.out, machine, run_id)
-    options = runner.RunOptions(seed=args.seed, timing=timing)
-    config = {"preset": args.preset, "argv": sys.argv[1:], "cases": len(cases)}
+    gpu = _gpu_options(args)
+    options = runner.RunOptions(seed=args.seed, timing=timing, gpu=gpu)
+    config = {"preset": args.preset, "argv": sys.argv[1:], "cases": len(cases),
+              "gpu_options": dataclasses.asdict(gpu)}
+    measure = None
+    if args.isolate:
+        from bench_suite.isolation import IsolatedMeasure
+
+        measure = IsolatedMeasure(options, args.case_timeout)
+        config.update(measure.config())
     progress = None if args.quiet else _RichProgress()
     try:
         with progress or _nullcontext():
-            run = runner.run_sweep(cases, path, options, machine, config, progress)
+            run = runner.run_sweep(cases, path, options, machine, config, progress,
+                                   measure_case=measure)
     except runner.RunInterrupted as stop:
-        print(f"interrupted: {len(stop.run.measurements)} measurements saved to {stop.run.path}",
-              file=sys.stderr)
+        _print_interrupted(stop.run)
         return EXIT_INTERRUPTED
     _print_summary(run)
     print(f"\nsaved {len(run.measurements)} measurements to {run.path}")
@@ -149,11 +254,70 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write_report(runs: list[Any], out: Path) -> None:
+#: ``run`` options that define a sweep or its settings: a resumed run keeps its saved ones.
+_SAVED_WITH_THE_RUN = ("preset", "ops", "backends", "dtypes", "sizes", "threads", "grad_modes",
+                       "out", "seed", "time_budget", "target", "min_samples", "machine",
+                       "cold_cache", "cuda_graphs", "nvml")
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from bench_suite import resume, runner
+    from bench_suite.isolation import IsolatedMeasure
+
+    defaults = vars(create_parser().parse_args(["run"]))
+    given = [k for k in _SAVED_WITH_THE_RUN if getattr(args, k) != defaults[k]]
+    if given:
+        raise UsageError(f"--resume continues the run with its saved sweep and settings; "
+                         f"drop --{given[0].replace('_', '-')}")
+    state = resume.load_resumable(args.resume)
+    if args.case_timeout is not None and not (args.isolate or state.isolate):
+        raise UsageError("--case-timeout needs --isolate")
+    measure = None
+    if args.isolate or state.isolate:
+        measure = IsolatedMeasure(state.options, args.case_timeout or state.case_timeout_s)
+    print(f"resuming run {state.run.run_id}: {len(state.cases) - len(state.remaining)} of "
+          f"{len(state.cases)} cases done, {len(state.remaining)} to go", file=sys.stderr)
+    progress = None if args.quiet else _RichProgress()
+    try:
+        with progress or _nullcontext():
+            run = resume.resume_run(state, progress, measure,
+                                    config=measure.config() if measure else None)
+    except runner.RunInterrupted as stop:
+        _print_interrupted(stop.run)
+        return EXIT_INTERRUPTED
+    _print_summary(run)
+    print(f"\nsaved {len(run.measurements)} measurements to {run.path}")
+    if args.report:
+        _write_report([run], Path(args.report))
+    return EXIT_OK
+
+
+def _print_interrupted(run: Any) -> None:
+    import shlex
+
+    print(f"interrupted: {len(run.measurements)} measurements saved to {run.path}\n"
+          f"continue with: bench-suite run --resume {shlex.quote(run.path)}", file=sys.stderr)
+
+
+def _write_report(runs: list[Any], out: Path, command: str | None = None) -> None:
+    import shlex
+
     from bench_suite.report import render
 
-    written = render.write_report(runs, out)
+    command = command or "bench-suite " + shlex.join(sys.argv[1:])
+    written = render.write_report(runs, out, command=command)
     print(f"report: {written}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from bench_suite.loading import load_runs
+
+    runs = load_runs(args.paths)
+    _write_report(runs, Path(args.out),
+                  "bench-suite report " + shlex.join([*args.paths, "-o", args.out]))
+    return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -187,6 +351,131 @@ def cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench_suite import compare
+    from bench_suite.report import comparison
+
+    options = compare.CompareOptions(
+        threshold=compare.parse_threshold(args.threshold), alpha=compare.parse_alpha(args.alpha),
+        combine=args.combine, correction=args.correction,
+    )
+    result = compare.compare_paths(args.base, args.cand, options)
+    fmt = comparison.format_for(args.output, args.format)
+    text = comparison.render(result, fmt)
+    if args.output:
+        comparison.write_output(text, Path(args.output))
+        print(f"{comparison.headline(result)}\nwrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_REGRESSION if result.has_regression else EXIT_OK
+
+
+def _gpu_options(args: argparse.Namespace) -> Any:
+    from bench_suite.gpu_options import TimingOptions
+
+    return TimingOptions(cold_cache=args.cold_cache, cuda_graphs=args.cuda_graphs, nvml=args.nvml)
+
+
+def cmd_peaks(args: argparse.Namespace) -> int:
+    from bench_suite import env as env_mod
+    from bench_suite import peaks, roofline
+
+    backends = cases_mod.parse_backends(args.backends) if args.backends else peaks.default_backends()
+    config = peaks.PeaksConfig(
+        sizes=_square_sizes(args.sizes) if args.sizes else None,
+        dtypes=cases_mod.parse_names(args.dtypes, cases_mod.DTYPES, "dtype") if args.dtypes else None,
+        threads=cases_mod.parse_threads(args.threads) if args.threads else (1, None),
+        time_budget_s=args.time_budget,
+        copy_bytes=_copy_bytes(args.copy_mib),
+    )
+    machine = env_mod.machine_name(args.machine)
+    path = Path(args.out) if args.out else peaks.default_path(machine)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    result = peaks.measure_peaks(backends, config, machine, _silent if args.quiet else progress)
+    roofline.save_peaks(result, path)
+    _print_peaks(peaks.peaks_table(result), result)
+    print(f"\nsaved {len(result.peaks)} peaks to {path}")
+    return EXIT_OK
+
+
+def _copy_bytes(mib: int | None) -> int | None:
+    if mib is None:
+        return None
+    if not 1 <= mib <= 1 << 20:
+        raise UsageError(f"--copy-mib must be 1..{1 << 20}, not {mib}")
+    return mib << 20
+
+
+def _silent(_line: str) -> None:
+    return None
+
+
+def _square_sizes(text: str) -> tuple[int, ...]:
+    sizes = cases_mod.parse_sizes(text)
+    if not all(isinstance(s, int) for s in sizes):
+        raise UsageError(f"peaks takes square sizes only (N,N,...), not {text!r}")
+    return tuple(int(s) for s in sizes)  # type: ignore[arg-type]
+
+
+def _print_peaks(table: Any, result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"peaks of {result.machine}", title_justify="left")
+    for col in ("device", "backend", "dtype", "threads", "GFLOP/s", "best n", "GB/s (copy)",
+                "reference", "% of ref", "implied clock"):
+        t.add_column(col, justify="left" if col in ("device", "backend", "dtype", "reference") else "right")
+    for r in table.itertuples(index=False):
+        t.add_row(r.device, r.backend, r.dtype, str(r.threads), f"{r.gflops:,.1f}", str(r.best_n),
+                  "-" if r.gbps != r.gbps else f"{r.gbps:,.1f}",
+                  f"{r.reference} {r.reference_gflops:,.1f}" if r.reference else "-",
+                  "-" if r.pct_of_reference != r.pct_of_reference else f"{r.pct_of_reference:.0f}%",
+                  "-" if r.implied_clock_ghz != r.implied_clock_ghz else f"{r.implied_clock_ghz:.2f} GHz")
+    console = Console(highlight=False, soft_wrap=False)
+    console.print(t)
+    for note in result.config.get("notes", []):
+        console.print(f"not measured: {note}")
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from bench_suite import profiling
+
+    if args.calls is not None and not 1 <= args.calls <= 100_000:
+        raise UsageError(f"--calls must be 1..100000, not {args.calls}")
+    if not 1 <= args.top <= 1000:
+        raise UsageError(f"--top must be 1..1000, not {args.top}")
+    case = cases_mod.parse_case_id(args.case_id)
+    result = profiling.profile_case(case, seed=args.seed, trace=args.trace, calls=args.calls)
+    _print_profile(result, args.top)
+    return EXIT_OK
+
+
+def _print_profile(result: Any, top: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench_suite.report.format import fmt_time
+
+    console = Console(highlight=False, soft_wrap=False)
+    t = Table(title=f"{result.tool}: {result.case.id}, {result.calls} calls "
+              f"({fmt_time(result.wall_s / result.calls)} per call)", title_justify="left")
+    t.add_column("name")
+    t.add_column("activity")
+    t.add_column("calls", justify="right")
+    t.add_column("self time", justify="right")
+    t.add_column("share", justify="right")
+    t.add_column("total time", justify="right")
+    for r in result.table.head(top).itertuples(index=False):
+        t.add_row(r.name[:70], r.activity, str(r.calls), fmt_time(r.self_s), f"{r.share:.1%}",
+                  fmt_time(r.total_s))
+    console.print(t)
+    print(f"verified: relative error {result.rel_error:.3g} ({result.check})")
+    print(f"trace: {result.trace_path}")
+
+
 # --- printing -----------------------------------------------------------------------------
 
 
@@ -212,25 +501,29 @@ def _print_summary(run: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from bench_suite import roofline
     from bench_suite.report import tables
     from bench_suite.report.format import fmt_rate, fmt_ratio, fmt_time
     from bench_suite.results import to_frame
 
-    summary = tables.run_summary(to_frame([run]))
+    frame = roofline.add_roofline_columns(to_frame([run]), roofline.peaks_for_runs([run]))
+    summary = tables.run_summary(frame)
     table = Table(title=f"run {run.run_id} on {run.machine}", title_justify="left")
-    for col in ("case", "median", "±", "rate", "vs numpy", "note"):
+    for col in ("case", "median", "±", "rate", "vs numpy", "% peak", "note"):
         table.add_column(col, justify="left" if col in ("case", "note") else "right",
                          no_wrap=col == "case")
     skipped: dict[str, int] = {}
     for row in summary.itertuples(index=False):
         if row.status == "ok":
             note = "noisy" if row.noisy else ""
+            pct = getattr(row, "pct_of_peak", float("nan"))  # measured peaks: bench-suite peaks
             table.add_row(row.case_id, fmt_time(row.median_s), f"{row.rel_ci:.1%}",
-                          fmt_rate(row.rate, row.rate_unit), fmt_ratio(row.speedup_vs_numpy), note)
+                          fmt_rate(row.rate, row.rate_unit), fmt_ratio(row.speedup_vs_numpy),
+                          "-" if pct != pct else f"{pct:.0f}%", note)
         elif row.status == "skipped":
             skipped[row.reason] = skipped.get(row.reason, 0) + 1
         else:
-            table.add_row(row.case_id, "-", "", "", "", f"failed: {row.reason}")
+            table.add_row(row.case_id, "-", "", "", "", "", f"failed: {row.reason}")
     # not a terminal (CI logs, pipes): wide enough that case ids are never cut
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     console.print(table)

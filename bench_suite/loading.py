@@ -1,6 +1,7 @@
 """Loading results from any source the suite understands, into Run records.
 
-Sources: the suite's own run files (and journals of interrupted runs), folders of them.
+Sources: the suite's own run files (and journals of interrupted runs), folders of them, asv
+results folders and files, and pytest-benchmark JSON files (the last two: sources.py).
 Each file is identified by its content, never by its name alone, and nothing is unpickled.
 """
 
@@ -11,7 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bench_suite.errors import ResultsFileError
-from bench_suite.results import JOURNAL_SUFFIX, Run, read_run_file
+from bench_suite.results import JOURNAL_SUFFIX, Run
+from bench_suite.roofline import is_peaks_file
 
 
 def _expand(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[Path]:
@@ -20,7 +22,9 @@ def _expand(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) ->
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(x for x in p.rglob("*.json") if not x.name.startswith("."))
+            # peaks files (bench-suite peaks) live beside run files; they are not runs
+            found = sorted(x for x in p.rglob("*.json")
+                           if not x.name.startswith(".") and not is_peaks_file(x))
             # a journal whose run never finished has no final file beside it
             found += sorted(
                 j for j in p.rglob(f"*.json{JOURNAL_SUFFIX}")
@@ -31,6 +35,8 @@ def _expand(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) ->
             files.extend(found)
         elif p.exists():
             files.append(p)
+        elif p.with_name(p.name + JOURNAL_SUFFIX).is_file():
+            files.append(p.with_name(p.name + JOURNAL_SUFFIX))  # a run still in progress
         else:
             raise ResultsFileError(f"{p}: no such file or folder")
     if not files:
@@ -39,4 +45,12 @@ def _expand(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) ->
 
 
 def load_runs(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[Run]:
-    return [read_run_file(f) for f in _expand(paths)]
+    # By content: the suite's run files, asv results, pytest-benchmark JSON (see sources.py).
+    from bench_suite.sources import read_results_file
+
+    files = _expand(paths)
+    runs = [run for f in files for run in read_results_file(f)]
+    if not runs:  # only asv's benchmarks.json / machine.json: lists, not results
+        raise ResultsFileError(f"{files[0]}: no results in it (asv's benchmarks.json and machine.json "
+                               "list benchmarks and machines; give the results folder)")
+    return runs

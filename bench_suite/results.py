@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,11 @@ VERSION = 1
 JOURNAL_SUFFIX = ".journal"
 STATUSES = ("ok", "failed", "skipped")
 MAX_SAMPLES_IN_FILE = 10_000_000
+#: Longest per-call time a file may hold (11.6 days): beyond it a value is corrupt, not slow,
+#: and sums of such values would overflow the statistics.
+MAX_SAMPLE_S = 1e6
+#: Largest file the loader reads: MAX_SAMPLES_IN_FILE samples at ~25 bytes each, and more.
+MAX_FILE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -109,9 +115,10 @@ class Measurement:
             "extra": dict(self.extra),
         }
         if self.given_summary is not None:
-            out["given_summary"] = {
+            # Foreign sources leave some statistics unknown (NaN): null in JSON, NaN again on load.
+            out["given_summary"] = json_safe({
                 k: getattr(self.given_summary, k) for k in stats.Summary.__dataclass_fields__
-            }
+            })
         return out
 
     @classmethod
@@ -214,6 +221,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _chmod_default(fd)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -224,6 +232,14 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _chmod_default(fd: int) -> None:
+    """mkstemp makes files private (0600); give run files the mode ``open`` would (umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError, AttributeError):
+        os.fchmod(fd, 0o666 & ~umask)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -251,25 +267,50 @@ class RunWriter:
         self.journal = journal_path(self.path)
         self._header = header
         self.measurements: list[Measurement] = list(header.measurements)
+        self._fh: IO[str] | None = None
+        if self.path.is_dir():
+            raise OutputError(f"cannot write results to {self.path}: it is a folder")
+        # The header and any measurements carried over (a resumed run) go to a temporary file
+        # that replaces the journal only when complete: resuming from a journal never
+        # truncates the one copy of its measurements.
+        lines = [header.header(), *({"measurement": m.to_dict()} for m in self.measurements)]
+        tmp = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh: IO[str] | None = open(self.journal, "w", encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            raise OutputError(f"cannot write results to {self.path}: {exc.strerror or exc}") from None
-        self._append(header.header())
-        for m in self.measurements:  # carried over when resuming
-            self._append({"measurement": m.to_dict()})
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.journal.name}.", suffix=".tmp", dir=self.path.parent)
+            self._fh = os.fdopen(fd, "w", encoding="utf-8")
+            _chmod_default(fd)
+            self._fh.write("".join(_dumps(obj) + "\n" for obj in lines))
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            os.replace(tmp, self.journal)
+        except BaseException as exc:
+            self.close()
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write results to {self.path}: {exc.strerror or exc}") from None
+            raise
+        _fsync_dir(self.path.parent)
 
     def _append(self, obj: Mapping[str, Any]) -> None:
         if self._fh is None:
             raise RuntimeError(f"{self.journal} is closed")
-        self._fh.write(_dumps(obj) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            self._fh.write(_dumps(obj) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:  # a full disk: stop, the journal keeps what was written before
+            raise OutputError(f"cannot append to {self.journal}: {exc.strerror or exc}") from None
 
     def add(self, m: Measurement) -> None:
-        self._append({"measurement": m.to_dict()})
+        line = {"measurement": m.to_dict()}
+        # Memory first: a Ctrl-C that lands after the journal line is written but before this
+        # list holds it would otherwise leave it out of the final file, which replaces the
+        # journal (a torn journal line does no harm: the journal is removed on finishing).
         self.measurements.append(m)
+        self._append(line)
 
     def run(self, finished_at: str = "", complete: bool = True) -> Run:
         h = self._header
@@ -279,7 +320,12 @@ class RunWriter:
     def finish(self, finished_at: str, complete: bool = True) -> Run:
         """Write the final file atomically and drop the journal."""
         run = self.run(finished_at, complete)
-        atomic_write_text(self.path, json.dumps(run.to_dict(), allow_nan=False, indent=1) + "\n")
+        try:
+            atomic_write_text(self.path, json.dumps(run.to_dict(), allow_nan=False, indent=1) + "\n")
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {self.path} ({exc.strerror or exc}); the measurements are in {self.journal}"
+            ) from None
         self.close()
         with contextlib.suppress(OSError):
             self.journal.unlink()
@@ -302,9 +348,18 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+def _finite_float(text: str) -> float:
+    # 1e999 parses as inf: reject it here, so no infinity hides in env, config or extra and
+    # breaks a later strict write (a resumed run re-writes them).
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def parse_json(text: str, where: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise ResultsFileError(f"{where}: JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and int-digit limits are ValueErrors
@@ -314,7 +369,18 @@ def parse_json(text: str, where: str) -> Any:
 
 def read_text(path: Path) -> str:
     try:
-        data = Path(path).read_bytes()
+        # A FIFO or a device (/dev/zero) would block or never end: regular files only (opened
+        # without blocking, to look first), no bigger than the largest run file can be.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as fh:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise ResultsFileError(f"{path}: is a folder, not a file")
+            if not stat.S_ISREG(info.st_mode):
+                raise ResultsFileError(f"{path}: not a regular file (a pipe or a device?)")
+            if info.st_size > MAX_FILE_BYTES:
+                raise ResultsFileError(f"{path}: {info.st_size / 2**30:.1f} GiB is too large for a run file")
+            data = fh.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ResultsFileError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -403,6 +469,7 @@ COLUMNS: tuple[str, ...] = (
     "median_s", "q1_s", "q3_s", "ci_low_s", "ci_high_s", "min_s", "mean_s", "n_samples",
     "number", "rel_ci", "noisy", "converged", "flops", "bytes", "intensity", "gflops", "gbps",
     "rel_error", "tolerance", "peak_mem_bytes", "wall_s", "commit", "created_at",
+    "throttled",
 )
 
 
@@ -456,6 +523,7 @@ def _row(run: Run, m: Measurement) -> dict[str, Any]:
         "wall_s": m.wall_s,
         "commit": _env_commit(run.env),
         "created_at": run.created_at,
+        "throttled": _throttled(m.extra),
     }
 
 
@@ -468,7 +536,15 @@ def _cuda_index(backend: str) -> int:
 def _env_cores(env: Mapping[str, Any]) -> int | None:
     cpu = env.get("cpu") if isinstance(env, Mapping) else None
     value = cpu.get("usable_cores") if isinstance(cpu, Mapping) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    # env is free-form: a count beyond any machine (or a negative one) is no count at all
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 1 << 20
+    return value if ok else None
+
+
+def _throttled(extra: Mapping[str, Any]) -> bool:
+    """NVML saw power or thermal capping while the case was timed (``gpu_options``)."""
+    nvml = extra.get("nvml") if isinstance(extra, Mapping) else None
+    return bool(nvml.get("throttled")) if isinstance(nvml, Mapping) else False
 
 
 def _env_commit(env: Mapping[str, Any]) -> str:
@@ -484,8 +560,9 @@ def to_frame(runs: Iterable[Run]) -> pd.DataFrame:
     rows = [_row(run, m) for run in runs for m in run.measurements]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for col in ("k", "threads", "peak_mem_bytes", "m", "n", "n_samples", "number"):
-        frame[col] = frame[col].astype("Int64")
-    for col in ("noisy", "converged"):
+        # from the Python ints, not through float64: exact above 2**53, no overflow near 2**63
+        frame[col] = pd.array([row[col] for row in rows], dtype="Int64")
+    for col in ("noisy", "converged", "throttled"):
         frame[col] = frame[col].astype(bool)
     return frame
 
@@ -545,7 +622,7 @@ class _Validator:
             return math.nan
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise self._fail(key, f"expected a number, got {_show(value)}")
-        value = float(value)
+        value = _as_float(value)
         if not math.isfinite(value):
             raise self._fail(key, "number out of range")
         return value
@@ -563,11 +640,19 @@ class _Validator:
         for x in value:
             if not isinstance(x, (int, float)) or isinstance(x, bool):
                 raise self._fail(key, f"expected numbers, found {_show(x)}")
-            x = float(x)
-            if not (math.isfinite(x) and x >= 0):
-                raise self._fail(key, f"sample {x!r} is not a finite non-negative time")
+            x = _as_float(x)
+            if not (math.isfinite(x) and 0 <= x <= MAX_SAMPLE_S):
+                raise self._fail(key, f"sample {x!r} is not a finite non-negative time "
+                                      f"of at most {MAX_SAMPLE_S:g} s")
             out.append(x)
         return out
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float: out of range, like 1e999
+        return math.inf
 
 
 def _show(value: Any) -> str:

@@ -21,8 +21,10 @@ from bench_suite import env as env_mod
 from bench_suite import ops
 from bench_suite.backends import Backend, get_backend
 from bench_suite.cases import Case, is_cuda_backend
+from bench_suite.errors import OutputError
+from bench_suite.gpu_options import TimingOptions, time_case
 from bench_suite.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter
-from bench_suite.timing import Clock, TimingConfig, measure
+from bench_suite.timing import Clock, TimingConfig
 
 
 def now_iso() -> str:
@@ -50,6 +52,10 @@ def resolve_out(out: str | Path | None, machine: str, run_id: str) -> Path:
     return path / f"{run_id}.json"
 
 
+#: Measures one case and never raises for a problem inside it (see :func:`run_case`).
+MeasureCase = Callable[[Case], Measurement]
+
+
 class Progress(Protocol):
     def start(self, total: int) -> None: ...
     def case_started(self, case: Case) -> None: ...
@@ -71,6 +77,8 @@ class _Silent:
 class RunOptions:
     seed: int = 0
     timing: TimingConfig = field(default_factory=TimingConfig)
+    #: cold cache, CUDA graphs, NVML sampling (``gpu_options``); all off but NVML-where-present
+    gpu: TimingOptions = field(default_factory=TimingOptions)
 
 
 def run_case(
@@ -112,7 +120,7 @@ def run_case(
                         rel_error=err if err == err and err != float("inf") else None,
                         tolerance=tol, check=check, device_name=device_name, threads=applied)
         with backend.threads(case.threads) as applied:
-            timing = measure(prepared.call, backend.timer(clock), options.timing, clock)
+            timing, extra = time_case(case, backend, prepared, options.timing, clock, options.gpu)
         peak = backend.peak_memory_bytes()
         return done(
             "ok",
@@ -126,6 +134,7 @@ def run_case(
             threads=applied,
             peak_mem_bytes=peak if peak is not None else ops.footprint_bytes(case),
             device_name=device_name,
+            extra=extra,
         )
     except Exception as exc:  # recorded, never hidden: the case is failed, the sweep goes on
         return done("failed", _describe(exc))
@@ -163,11 +172,14 @@ def run_cases(
     backend_for: Callable[[str], Backend] = get_backend,
     skip_ids: Iterable[str] = (),
     clock: Clock = time.perf_counter_ns,
+    measure_case: MeasureCase | None = None,
 ) -> list[Measurement]:
     """Run ``cases`` in order, appending each measurement to ``writer`` as it is made.
 
-    ``skip_ids``: cases already measured (a resumed run). KeyboardInterrupt propagates after
-    the finished cases are safely in the journal.
+    ``skip_ids``: cases already measured (a resumed run). ``measure_case``: how to measure
+    one case, instead of :func:`run_case` in this process (``isolation.IsolatedMeasure``
+    runs each in a worker process). KeyboardInterrupt propagates after the finished cases
+    are safely in the journal.
     """
     progress = progress or _Silent()
     done = set(skip_ids)
@@ -177,10 +189,13 @@ def run_cases(
     out = []
     for case in todo:
         progress.case_started(case)
-        backend = backends.get(case.backend)
-        if backend is None:
-            backend = backends[case.backend] = backend_for(case.backend)
-        m = run_case(case, backend, options, clock)
+        if measure_case is not None:
+            m = measure_case(case)
+        else:
+            backend = backends.get(case.backend)
+            if backend is None:
+                backend = backends[case.backend] = backend_for(case.backend)
+            m = run_case(case, backend, options, clock)
         writer.add(m)
         out.append(m)
         progress.case_finished(m)
@@ -195,7 +210,14 @@ def start_run(
     config: Mapping[str, Any] | None = None,
     run_id: str | None = None,
 ) -> RunWriter:
-    """Collect the environment and open the run's journal (fails early if unwritable)."""
+    """Collect the environment and open the run's journal (fails early if unwritable).
+
+    The case ids go into the run's config, so ``--resume`` continues exactly this list. A
+    fresh run never replaces an existing run file or journal.
+    """
+    for existing in (path, Path(str(path) + JOURNAL_SUFFIX)):
+        if existing.exists():
+            raise OutputError(f"{existing} already exists: choose another --out, or --resume it")
     wants_torch = any(c.backend != "numpy" for c in cases)
     env = env_mod.collect(machine, torch=wants_torch and _torch_installed())
     header = Run(
@@ -203,7 +225,8 @@ def start_run(
         machine=env["machine"],
         created_at=now_iso(),
         env=env,
-        config={"seed": options.seed, "timing": asdict(options.timing), **(config or {})},
+        config={"seed": options.seed, "timing": asdict(options.timing), **(config or {}),
+                "case_ids": [c.id for c in cases]},
         measurements=(),
         complete=False,
     )
@@ -232,14 +255,35 @@ def run_sweep(
     config: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     backend_for: Callable[[str], Backend] = get_backend,
+    measure_case: MeasureCase | None = None,
 ) -> Run:
     """A whole run: open the journal, measure every case, write the final file atomically."""
     writer = start_run(path, cases, options, machine, config)
+    return finish_sweep(writer, cases, options, progress, backend_for, measure_case)
+
+
+def finish_sweep(
+    writer: RunWriter,
+    cases: Sequence[Case],
+    options: RunOptions = RunOptions(),
+    progress: Progress | None = None,
+    backend_for: Callable[[str], Backend] = get_backend,
+    measure_case: MeasureCase | None = None,
+) -> Run:
+    """Measure the cases not yet in ``writer`` and write the final file (complete).
+
+    Ctrl-C writes the final file marked incomplete and raises :class:`RunInterrupted`; any
+    other error leaves the journal, which keeps every finished case.
+    """
     try:
-        run_cases(cases, writer, options, progress, backend_for)
+        run_cases(cases, writer, options, progress, backend_for,
+                  skip_ids=[m.id for m in writer.measurements], measure_case=measure_case)
     except KeyboardInterrupt:
         raise RunInterrupted(writer.finish(now_iso(), complete=False)) from None
     except BaseException:
         writer.close()  # the journal keeps what was measured
         raise
-    return writer.finish(now_iso(), complete=True)
+    try:
+        return writer.finish(now_iso(), complete=True)
+    finally:
+        writer.close()

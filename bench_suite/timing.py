@@ -58,14 +58,35 @@ def _noop() -> None:
 
 
 class HostTimer:
-    """Host clock around a block, the device synchronized at both ends."""
+    """Host clock around a block, the device synchronized at both ends.
 
-    def __init__(self, clock: Clock = time.perf_counter_ns, synchronize: Callable[[], None] = _noop):
+    Optional hooks, run outside the timed region: ``before_block`` before each block;
+    ``before_call`` before every call, which then times each call on its own (synchronized)
+    and adds the times up: cold-cache timing, with a cache flush as the hook.
+    """
+
+    def __init__(self, clock: Clock = time.perf_counter_ns, synchronize: Callable[[], None] = _noop,
+                 before_block: Callable[[], None] | None = None,
+                 before_call: Callable[[], None] | None = None):
         self.clock = clock
         self.synchronize = synchronize
+        self.before_block = before_block
+        self.before_call = before_call
 
     def time_block(self, fn: Callable[[], object], number: int) -> float:
         sync, clock = self.synchronize, self.clock
+        if self.before_block is not None:
+            self.before_block()
+        if self.before_call is not None:
+            hook, total = self.before_call, 0
+            for _ in itertools.repeat(None, number):
+                hook()
+                sync()
+                t0 = clock()
+                fn()
+                sync()
+                total += clock() - t0
+            return total * 1e-9
         repeat = itertools.repeat(None, number)  # as timeit: the cheapest Python loop
         sync()
         t0 = clock()
@@ -76,14 +97,27 @@ class HostTimer:
 
 
 class EventTimer:
-    """Device events around a block: measures device time, not launch time."""
+    """Device events around a block: measures device time, not launch time.
 
-    def __init__(self, device: Device):
+    Hooks as :class:`HostTimer`'s. With ``before_call`` every call gets its own pair of
+    events, recorded after the hook's work is queued, so (stream order) the hook's kernels
+    (an L2 flush) run before the start event and stay out of the time; the pairs are summed.
+    """
+
+    def __init__(self, device: Device, before_block: Callable[[], None] | None = None,
+                 before_call: Callable[[], None] | None = None):
         self.device = device
         self._start = device.event()
         self._end = device.event()
+        self.before_block = before_block
+        self.before_call = before_call
+        self._pairs: list[tuple[Event, Event]] = []
 
     def time_block(self, fn: Callable[[], object], number: int) -> float:
+        if self.before_block is not None:
+            self.before_block()
+        if self.before_call is not None:
+            return self._time_calls(fn, number, self.before_call)
         repeat = itertools.repeat(None, number)
         self.device.synchronize()  # nothing earlier may leak into this block
         self._start.record()
@@ -92,6 +126,19 @@ class EventTimer:
         self._end.record()
         self._end.synchronize()
         return self._start.elapsed_time(self._end) * 1e-3
+
+    def _time_calls(self, fn: Callable[[], object], number: int, hook: Callable[[], None]) -> float:
+        while len(self._pairs) < number:  # events are reused across blocks
+            self._pairs.append((self.device.event(), self.device.event()))
+        pairs = self._pairs[:number]
+        self.device.synchronize()
+        for start, end in pairs:
+            hook()
+            start.record()
+            fn()
+            end.record()
+        pairs[-1][1].synchronize()
+        return math.fsum(s.elapsed_time(e) for s, e in pairs) * 1e-3
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Callable
 
 from bench_suite.backends.base import Availability, Backend, Prepared
 from bench_suite.cases import is_cuda_backend, validate_backend
+from bench_suite.errors import UsageError
 
 __all__ = ["Availability", "Backend", "Prepared", "get_backend", "FACTORIES"]
 
@@ -35,7 +38,29 @@ FACTORIES: dict[str, Callable[[str], Backend]] = {
     "torch-cuda": _torch_cuda,
 }
 
+#: Testing hook: a comma-separated list of ``module:function``; each function is called once
+#: with FACTORIES before the first backend is made. Spawned workers (``--isolate``) inherit
+#: the environment, so tests use it to inject failing backends into worker processes.
+PLUGINS_ENV = "BENCH_SUITE_BACKEND_PLUGINS"
+_loaded_plugins: set[str] = set()
+
+
+def load_plugins() -> None:
+    """Call the functions named by ``$BENCH_SUITE_BACKEND_PLUGINS`` (each once per process)."""
+    for spec in filter(None, (s.strip() for s in os.environ.get(PLUGINS_ENV, "").split(","))):
+        if spec in _loaded_plugins:
+            continue
+        module, _, func = spec.partition(":")
+        try:
+            register = getattr(importlib.import_module(module), func or "register")
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"{PLUGINS_ENV}: cannot load {spec!r}: {exc}") from None
+        register(FACTORIES)
+        _loaded_plugins.add(spec)
+
+
 def get_backend(name: str) -> Backend:
     """A backend object for ``name`` (cheap: torch is imported only when it is used)."""
     validate_backend(name)
+    load_plugins()
     return FACTORIES["torch-cuda" if is_cuda_backend(name) else name](name)

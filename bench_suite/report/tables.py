@@ -1,12 +1,28 @@
 """Tables, as pandas DataFrames computed from the tidy frame of ``results.to_frame``.
 
-Compute first, render second: every function here returns data; ``render.py`` and the CLI
-only format it.
+Compute first, render second: every function here returns numbers in a DataFrame; ``render.py``
+and the CLI only format them. All tables are *long* (one row per cell of the finished table)
+so that figures and renderers can pivot them as they like.
+
+Words used in column names:
+
+* ``series``: what a line in a figure and a block of a table stands for, one per run:
+  the machine name, with the run id added when one machine has several runs in the report.
+* ``dim``: one number for a shape, to sort and plot by: ``n`` for square shapes, the
+  geometric mean of the dimensions otherwise.
+* speedups are always *baseline time / candidate time* (above 1: the candidate is faster);
+  cost ratios (backward/forward, grad/no_grad, autograd/hand-derived) are *time / time*.
+* ``noisy``: either input cell of a ratio is noisy (see ``stats.Summary.noisy``).
+
+Columns from ``bench_suite.roofline`` (``peak_gflops``, ``peak_gbps``, ``attainable_gflops``,
+``pct_of_peak``) are carried through when the frame has them and ignored when it does not.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from bench_suite.cases import BACKENDS, OPS, is_backward, is_cuda_backend
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,20 +40,355 @@ RATE_UNIT = {"gflops": "GFLOP/s", "gbps": "GB/s"}
 #: backends are compared).
 CASE_KEYS = ["machine", "op", "dtype", "m", "k", "n", "threads_label", "grad_mode"]
 
+#: Optional columns that ``bench_suite.roofline`` may add to the frame (measured peaks, and
+#: datasheet or theoretical ones); percentages are in percent, not fractions.
+PEAK_COLUMNS = ("peak_gflops", "peak_gbps", "attainable_gflops", "pct_of_peak",
+                "datasheet_gflops", "datasheet_gbps", "pct_of_datasheet", "datasheet_source")
+
+#: The CPU baseline every speedup is measured against, and the CPU that a GPU is held to.
+BASELINE = "numpy"
+CPU_TORCH = "torch-cpu"
+
+# Same case apart from backend, per series (the frame's ``size`` label encodes the shape).
+_KEYS = ["series", "op", "dtype", "size", "dim", "threads_label", "grad_mode"]
+
+
+def primary_rate(op: str) -> str:
+    """``gflops`` or ``gbps``: the rate an op is judged by (GFLOP/s for unknown ops)."""
+    return PRIMARY_RATE.get(op, "gflops")
+
+
+def forward_op(op: str) -> str:
+    """``matmul`` for ``matmul_backward``: the forward op a backward op differentiates."""
+    return op[: -len("_backward")] if op.endswith("_backward") else op
+
+
+def peak_columns(frame: pd.DataFrame) -> list[str]:
+    """The roofline columns this frame has (none unless ``bench_suite.roofline`` added them)."""
+    return [c for c in PEAK_COLUMNS if c in frame.columns]
+
+
+def _order(values: pd.Series, known: tuple[str, ...]) -> pd.Series:
+    """Sort key: known names in their canonical order, then the rest alphabetically."""
+    rank = {name: i for i, name in enumerate(known)}
+    return values.map(lambda v: (rank.get(v, len(rank)), str(v)))
+
+
+def _grad_key(modes: pd.Series) -> pd.Series:
+    # the plain forward first, then the one that records the graph
+    return modes.map(lambda g: 0 if g == "no_grad" else 1)
+
+
+def _threads_key(labels: pd.Series) -> pd.Series:
+    # "1" < "2" < ... < "all": numeric counts first, every core last
+    return labels.map(lambda t: (1, 0) if t == "all" else (0, int(t)) if str(t).isdigit() else (2, 0))
+
+
+def prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with ``series``, ``dim``, ``rate``, ``rate_unit`` and ``rel_iqr`` added, one row
+    per (run, case) and sorted the way every table is shown."""
+    import numpy as np
+
+    df = frame.drop_duplicates(subset=["run_id", "case_id"], keep="first").copy()
+    runs_per_machine = df.groupby("machine")["run_id"].transform("nunique")
+    df["series"] = [
+        m if count <= 1 else f"{m} ({r})"
+        for m, r, count in zip(df["machine"], df["run_id"], runs_per_machine, strict=True)
+    ]
+    m = df["m"].astype("float64")
+    n = df["n"].astype("float64")
+    k = df["k"].astype("float64")
+    df["dim"] = np.where(k.isna(), np.sqrt(m * n), np.cbrt(m * k.fillna(1.0) * n))
+    df["dim"] = df["dim"].round(6)  # cube roots of cubes are not always exact
+    rate_col = df["op"].map(primary_rate)
+    df["rate"] = np.where(rate_col == "gbps", df["gbps"], df["gflops"])
+    df["rate_unit"] = rate_col.map(RATE_UNIT)
+    df["rel_iqr"] = (df["q3_s"] - df["q1_s"]) / df["median_s"]
+    df = df.assign(
+        _op=_order(df["op"], OPS), _b=_order(df["backend"], BACKENDS),
+        _t=_threads_key(df["threads_label"]), _g=_grad_key(df["grad_mode"]),
+    )
+    df = df.sort_values(["_op", "series", "dtype", "dim", "_t", "_g", "_b"], kind="stable")
+    return df.drop(columns=["_op", "_b", "_t", "_g"]).reset_index(drop=True)
+
+
+def ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    df = prepare(frame)
+    return df[(df["status"] == "ok") & (df["median_s"] > 0)].reset_index(drop=True)
+
 
 def run_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """The table printed after a run: one row per measurement, with its median, its rate and
-    its speedup over numpy on the same machine, op, dtype, shape, threads and grad mode."""
+    its speedup over numpy on the same machine, op, dtype, shape, threads and grad mode.
+
+    numpy has no grad mode: its forward time is the baseline for torch's no_grad and grad.
+    ``pct_of_peak`` is added when the frame has it (from ``bench_suite.roofline``).
+    """
     import pandas as pd
 
     df = frame.copy()
-    df["rate"] = [row[PRIMARY_RATE[row["op"]]] for _, row in df.iterrows()]
-    df["rate_unit"] = [RATE_UNIT[PRIMARY_RATE[op]] for op in df["op"]]
-    base = df[(df["backend"] == "numpy") & (df["status"] == "ok")]
+    df["rate"] = [row[primary_rate(op)] for op, (_, row) in zip(df["op"], df.iterrows(), strict=True)]
+    df["rate_unit"] = [RATE_UNIT[primary_rate(op)] for op in df["op"]]
+    base = df[(df["backend"] == BASELINE) & (df["status"] == "ok")]
     base = base[[*CASE_KEYS[:-1], "median_s"]].rename(columns={"median_s": "numpy_median_s"})
-    # numpy has no grad mode: its forward time is the baseline for torch's no_grad and grad
+    base = base.drop_duplicates(subset=CASE_KEYS[:-1], keep="first")
     df = df.merge(base, on=CASE_KEYS[:-1], how="left")
     df["speedup_vs_numpy"] = df["numpy_median_s"] / df["median_s"]
     cols = ["case_id", "status", "median_s", "rel_ci", "rate", "rate_unit", "speedup_vs_numpy",
             "noisy", "reason"]
+    cols += [c for c in ("pct_of_peak",) if c in df.columns]
     return pd.DataFrame(df[cols]).reset_index(drop=True)
+
+
+def time_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Median time and throughput of every measured case, by op, size and backend.
+
+    Columns: ``_KEYS``, backend, threads, median_s, rel_ci, noisy, gflops, gbps, rate,
+    rate_unit (and the roofline columns when present).
+    """
+    df = ok_rows(frame)
+    cols = [*_KEYS, "backend", "device", "threads", "median_s", "rel_ci", "noisy", "gflops",
+            "gbps", "rate", "rate_unit", *peak_columns(df)]
+    return df[cols].reset_index(drop=True)
+
+
+def _cell(df: pd.DataFrame, backend: str, suffix: str) -> pd.DataFrame:
+    cols = {"median_s": f"{suffix}_s", "ci_low_s": f"{suffix}_low", "ci_high_s": f"{suffix}_high",
+            "noisy": f"{suffix}_noisy"}
+    part = df[df["backend"] == backend][[*_KEYS, *cols]]
+    return part.rename(columns=cols)
+
+
+def speedup_pairs(backends: list[str]) -> list[tuple[str, str]]:
+    """(candidate, baseline) pairs: every backend over numpy, every GPU over torch-cpu."""
+    pairs = [(b, BASELINE) for b in backends if b != BASELINE]
+    pairs += [(b, CPU_TORCH) for b in backends if is_cuda_backend(b) and CPU_TORCH in backends]
+    return pairs
+
+
+def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Speedup of each backend over numpy, and of each GPU over torch-cpu, at equal series, op,
+    dtype, size, threads and grad mode (torch's graph-recording forward has no numpy twin).
+
+    ``speedup = baseline_s / candidate_s``; ``speedup_low``/``speedup_high`` pair the ends of the
+    two medians' confidence intervals (a conservative interval for the ratio).
+    """
+    import pandas as pd
+
+    df = ok_rows(frame)
+    backends = list(dict.fromkeys(df["backend"]))
+    parts = []
+    for cand, base in speedup_pairs(backends):
+        merged = _cell(df, cand, "candidate").merge(_cell(df, base, "baseline"), on=_KEYS)
+        if merged.empty:
+            continue
+        merged.insert(len(_KEYS), "candidate", cand)
+        merged.insert(len(_KEYS) + 1, "baseline", base)
+        merged.insert(len(_KEYS) + 2, "pair", f"{cand} / {base}")
+        parts.append(merged)
+    cols = [*_KEYS, "candidate", "baseline", "pair", "candidate_s", "baseline_s", "speedup",
+            "speedup_low", "speedup_high", "noisy"]
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(parts, ignore_index=True)
+    out["speedup"] = out["baseline_s"] / out["candidate_s"]
+    out["speedup_low"] = out["baseline_low"] / out["candidate_high"]
+    out["speedup_high"] = out["baseline_high"] / out["candidate_low"]
+    out["noisy"] = out["candidate_noisy"] | out["baseline_noisy"]
+    return _resort(out[cols])
+
+
+def _resort(df: pd.DataFrame, by: tuple[str, ...] = ("series", "dtype", "dim", "_t", "_g")) -> pd.DataFrame:
+    keys = df.assign(_op=_order(df["op"], OPS), _t=_threads_key(df["threads_label"]),
+                     _g=_grad_key(df["grad_mode"]))
+    if "backend" in keys.columns:
+        keys = keys.assign(_b=_order(keys["backend"], BACKENDS))
+    keys = keys.sort_values(["_op", *by], kind="stable")
+    helpers = [c for c in ("_op", "_t", "_g", "_b") if c in keys.columns]
+    return keys.drop(columns=helpers).reset_index(drop=True)
+
+
+def thread_scaling(frame: pd.DataFrame) -> pd.DataFrame:
+    """CPU thread scaling: speedup over 1 thread and parallel efficiency (speedup / threads).
+
+    One row per (series, op, backend, dtype, size, grad mode, thread count) for every group
+    that has a 1-thread measurement and at least one other count. ``threads`` is the count in
+    force while timing (``all`` resolved to the machine's cores).
+    """
+    import pandas as pd
+
+    df = ok_rows(frame)
+    df = df[(df["device"] == "cpu") & df["threads"].notna()]
+    group = ["series", "op", "backend", "dtype", "size", "dim", "grad_mode"]
+    cols = [*group, "threads_label", "threads", "median_s", "speedup", "efficiency", "noisy"]
+    one = df[df["threads"] == 1][[*group, "median_s", "noisy"]].drop_duplicates(subset=group)
+    one = one.rename(columns={"median_s": "t1_s", "noisy": "t1_noisy"})
+    counts = df.groupby(group, sort=False)["threads"].transform("size")
+    out = df[counts >= 2].merge(one, on=group)
+    if out.empty:
+        return pd.DataFrame(columns=cols)
+    out["speedup"] = out["t1_s"] / out["median_s"]
+    out["efficiency"] = out["speedup"] / out["threads"].astype("float64")
+    out["noisy"] = out["noisy"] | out["t1_noisy"]
+    out = out[cols].copy()
+    out["threads"] = out["threads"].astype("Int64")
+    return _resort(out, ("series", "_b", "dtype", "dim", "_g", "_t"))
+
+
+def backward_forward(frame: pd.DataFrame) -> pd.DataFrame:
+    """Backward time over forward time per backend (theory: 2 for matmul by FLOPs).
+
+    The forward is the plain (no_grad) forward of the same backend, size, dtype and threads.
+    ``theory`` is the ratio of the work the op is judged by: FLOPs for matmul (compute-bound),
+    bytes for the Hadamard product (memory-bound, 5N/3N).
+    """
+    import pandas as pd
+
+    df = ok_rows(frame)
+    bw = df[_backward_mask(df)].copy()
+    cols = ["series", "op", "backend", "dtype", "size", "dim", "threads_label", "forward_s",
+            "backward_s", "ratio", "theory", "noisy"]
+    if bw.empty:
+        return pd.DataFrame(columns=cols)
+    bw["forward_op"] = bw["op"].map(forward_op)
+    fw = df[df["grad_mode"] == "no_grad"]
+    key = ["series", "backend", "dtype", "size", "threads_label"]
+    fw = fw[[*key, "op", "median_s", "noisy", "flops", "bytes"]].rename(columns={
+        "op": "forward_op", "median_s": "forward_s", "noisy": "f_noisy", "flops": "f_flops",
+        "bytes": "f_bytes"})
+    out = bw.merge(fw, on=[*key, "forward_op"])
+    out["backward_s"] = out["median_s"]
+    out["ratio"] = out["backward_s"] / out["forward_s"]
+    by_flops = out["op"].map(primary_rate) == "gflops"
+    out["theory"] = (out["flops"] / out["f_flops"]).where(by_flops, out["bytes"] / out["f_bytes"])
+    out["noisy"] = out["noisy"] | out["f_noisy"]
+    return out[cols].reset_index(drop=True)
+
+
+def _backward_mask(df: pd.DataFrame) -> pd.Series:
+    # astype(bool): an empty object Series used as a mask would select columns instead of rows
+    return df["op"].map(is_backward_op).astype(bool)
+
+
+def is_backward_op(op: str) -> bool:
+    try:
+        return is_backward(op)
+    except KeyError:
+        return False
+
+
+def autograd_vs_hand(frame: pd.DataFrame) -> pd.DataFrame:
+    """torch autograd's backward time over numpy's hand-derived gradients (same series, op,
+    dtype, size and threads). Above 1: autograd is slower than the hand-written chain rule."""
+    sp = speedup_table(frame)
+    sp = sp[(sp["baseline"] == BASELINE) & _backward_mask(sp)].copy()
+    sp = sp.rename(columns={"candidate": "backend", "candidate_s": "autograd_s",
+                            "baseline_s": "hand_s"})
+    sp["ratio"] = sp["autograd_s"] / sp["hand_s"]
+    cols = ["series", "op", "backend", "dtype", "size", "dim", "threads_label", "autograd_s",
+            "hand_s", "ratio", "noisy"]
+    return sp[cols].reset_index(drop=True)
+
+
+def grad_cost(frame: pd.DataFrame) -> pd.DataFrame:
+    """What recording the autograd graph costs a forward op: grad time over no_grad time."""
+    import pandas as pd
+
+    df = ok_rows(frame)
+    df = df[~_backward_mask(df)]
+    key = ["series", "op", "backend", "dtype", "size", "dim", "threads_label"]
+    cols = [*key, "no_grad_s", "grad_s", "ratio", "noisy"]
+    grad = df[df["grad_mode"] == "grad"][[*key, "median_s", "noisy"]]
+    plain = df[df["grad_mode"] == "no_grad"][[*key, "median_s", "noisy"]]
+    out = grad.merge(plain, on=key, suffixes=("_g", "_n"))
+    if out.empty:
+        return pd.DataFrame(columns=cols)
+    out["grad_s"] = out["median_s_g"]
+    out["no_grad_s"] = out["median_s_n"]
+    out["ratio"] = out["grad_s"] / out["no_grad_s"]
+    out["noisy"] = out["noisy_g"] | out["noisy_n"]
+    return out[cols].reset_index(drop=True)
+
+
+def noisy_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Measurements whose spread is too wide to trust their median to a few percent."""
+    df = ok_rows(frame)
+    cols = ["series", "op", "case_id", "median_s", "rel_ci", "rel_iqr", "n_samples", "converged"]
+    return df[df["noisy"]][cols].reset_index(drop=True)
+
+
+def problems(frame: pd.DataFrame) -> pd.DataFrame:
+    """Skipped and failed cases, each with its reason."""
+    df = prepare(frame)
+    cols = ["series", "op", "case_id", "status", "reason"]
+    return df[df["status"] != "ok"][cols].reset_index(drop=True)
+
+
+def problem_groups(frame: pd.DataFrame) -> pd.DataFrame:
+    """Skipped and failed cases grouped by series, status and reason: a count and the ids."""
+    import pandas as pd
+
+    p = problems(frame)
+    cols = ["series", "status", "reason", "count", "case_ids"]
+    if p.empty:
+        return pd.DataFrame(columns=cols)
+    out = (p.groupby(["series", "status", "reason"], sort=False)["case_id"]
+           .agg(count="size", case_ids=list).reset_index())
+    # failures first: they are bugs or wrong results, skips are expected on some machines
+    out["_s"] = out["status"].map({"failed": 0, "skipped": 1}).fillna(2)
+    return out.sort_values(["_s", "series"], kind="stable").drop(columns="_s")[cols].reset_index(drop=True)
+
+
+def headline(frame: pd.DataFrame) -> pd.DataFrame:
+    """The parallel-core speedups at a glance, per series, op and dtype at the largest size
+    measured: each CPU backend's speedup from 1 thread to all cores, and the backend-over-
+    backend speedups at all threads (plain forward or backward pass).
+
+    Long format: series, op, dtype, size, dim, what (``torch-cpu / numpy`` or
+    ``numpy: all threads / 1``), value, threads (the core count for thread speedups), noisy.
+    """
+    import pandas as pd
+
+    cols = ["series", "op", "dtype", "size", "dim", "what", "value", "threads", "noisy"]
+    rows = []
+    sp = speedup_table(frame)
+    sp = sp[(sp["threads_label"] == "all") & (sp["grad_mode"] == sp["op"].map(plain_mode))]
+    for _, g in sp.groupby(["series", "op", "dtype"], sort=False):
+        for r in g[g["dim"] == g["dim"].max()].itertuples(index=False):
+            rows.append((r.series, r.op, r.dtype, r.size, r.dim, r.pair, r.speedup, None, r.noisy))
+    sc = thread_scaling(frame)
+    sc = sc[(sc["threads_label"] == "all") & (sc["grad_mode"] == sc["op"].map(plain_mode))]
+    for _, g in sc.groupby(["series", "op", "dtype"], sort=False):
+        for r in g[g["dim"] == g["dim"].max()].itertuples(index=False):
+            rows.append((r.series, r.op, r.dtype, r.size, r.dim, f"{r.backend}: all threads / 1",
+                         r.speedup, int(r.threads), r.noisy))
+    out = pd.DataFrame(rows, columns=cols)
+    out["threads"] = out["threads"].astype("Int64")
+    if out.empty:
+        return out
+    out = out.assign(_op=_order(out["op"], OPS))
+    out = out.sort_values(["_op", "series", "dtype"], kind="stable").drop(columns="_op")
+    return out.reset_index(drop=True)
+
+
+def plain_mode(op: str) -> str:
+    """The grad mode of an op's plain timing: no_grad for forward ops, grad for backward."""
+    return "grad" if is_backward_op(op) else "no_grad"
+
+
+#: Ceilings shown in the peaks table when the frame has them (``bench_suite.roofline``).
+PEAK_TABLE_COLUMNS = ("peak_gflops", "peak_gbps", "datasheet_gflops", "datasheet_gbps")
+
+
+def peaks(frame: pd.DataFrame) -> pd.DataFrame:
+    """Known device peaks per series, device, dtype and thread setting (empty without the
+    roofline's columns)."""
+    import pandas as pd
+
+    key = ["series", "device", "dtype", "threads_label"]
+    cols = [c for c in PEAK_TABLE_COLUMNS if c in frame.columns]
+    if not cols:
+        return pd.DataFrame(columns=key)
+    df = prepare(frame)
+    df = df.dropna(subset=cols, how="all")
+    return df[[*key, *cols]].drop_duplicates(subset=key).reset_index(drop=True)

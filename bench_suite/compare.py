@@ -1,0 +1,682 @@
+"""Two sets of measurements -> ratios, intervals, tests and verdicts. Data only.
+
+``compare(base_runs, cand_runs)`` returns a :class:`Comparison`: plain frozen records that
+``report/comparison.py`` renders as text, Markdown, HTML or JSON and that the CLI turns into
+an exit status. Nothing here prints, plots or exits.
+
+How one case is judged (``docs/compare.md`` has the reasoning):
+
+* ``ratio`` = median(CAND) / median(BASE) of the per-call times: above 1 is slower.
+* ``ci_low``/``ci_high``: a percentile bootstrap interval for that ratio at level
+  ``1 - alpha``, resampling the raw samples of each side independently (seeded per case id,
+  so the same files always give the same interval).
+* ``p_value``: two-sided Mann-Whitney U on the raw samples (exact distribution while it is
+  cheap and there are no ties, else the tie-corrected normal approximation);
+  ``p_adjusted``: Holm's step-down correction over every case tested in the comparison,
+  so ``alpha`` bounds the chance that *any* case is called changed when none changed.
+* verdict: ``slower`` when ``p_adjusted < alpha`` and ``ratio >= 1 + threshold``;
+  ``faster`` when ``p_adjusted < alpha`` and ``ratio <= 1 / (1 + threshold)``;
+  ``unchanged`` when the interval lies inside ``[1 / (1 + threshold), 1 + threshold]``;
+  ``inconclusive`` otherwise, and always when a side has fewer than ``min_samples`` raw
+  samples or only a foreign summary (asv, pytest-benchmark: ratio shown, nothing tested).
+
+Several measurements of one case on one side (repeated runs, a folder of them) are pooled by
+default: their samples together describe that side better than any single run, and the
+spread between runs enters the test. ``combine="latest"`` keeps only the newest.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bench_suite.errors import UsageError
+from bench_suite.results import Measurement, Run
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+VERDICTS = ("slower", "faster", "unchanged", "inconclusive")
+COMBINE = ("pool", "latest")
+CORRECTIONS = ("holm", "none")
+
+#: Below this many raw samples on a side no verdict is given: a rank test cannot reach
+#: p < 0.01 with 4 against 4, and a bootstrap of 4 values says little about a median.
+MIN_SAMPLES = 5
+#: Exact Mann-Whitney p-values while n1 * n2 is at most this (about 15 ms at the limit; scipy's
+#: exact distribution takes seconds for a few hundred against a few hundred). Exactness
+#: matters for small samples only: 10 against 10, completely separated, is p = 1.1e-5 exact
+#: but 1.8e-4 by the normal approximation, too coarse for Holm over dozens of cases. At the
+#: limit the approximation already reaches far below any corrected alpha.
+EXACT_MWU_MAX_PRODUCT = 10_000
+#: Bootstrap resampling is done in blocks of at most this many values (memory, not speed).
+_BOOT_BLOCK = 4_000_000
+
+
+# --- options and parsing ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    threshold: float = 0.05  # relative change that matters: 5% slower or faster
+    alpha: float = 0.01  # significance level, after the multiple-testing correction
+    resamples: int = 2000  # bootstrap resamples per case
+    seed: int = 0
+    combine: str = "pool"  # several measurements of a case on one side: "pool" | "latest"
+    correction: str = "holm"  # "holm" | "none"
+    min_samples: int = MIN_SAMPLES
+
+    def __post_init__(self) -> None:
+        checks = {
+            "threshold": 0 <= self.threshold <= 10,
+            "alpha": 0 < self.alpha < 1,
+            "resamples": 100 <= self.resamples <= 1_000_000,
+            "seed": 0 <= self.seed < 2**63,
+            "combine": self.combine in COMBINE,
+            "correction": self.correction in CORRECTIONS,
+            "min_samples": 2 <= self.min_samples <= 1_000_000,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise UsageError(f"compare setting {name}={getattr(self, name)!r} is out of range")
+
+    @property
+    def confidence(self) -> float:
+        return 1.0 - self.alpha
+
+    @property
+    def upper(self) -> float:
+        """Ratios at or above this are slower (given significance)."""
+        return 1.0 + self.threshold
+
+    @property
+    def lower(self) -> float:
+        """Ratios at or below this are faster (given significance): symmetric in log scale."""
+        return 1.0 / (1.0 + self.threshold)
+
+
+_THRESHOLD_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(%?)\s*$")
+
+
+def parse_threshold(text: str) -> float:
+    """``"5%"`` or ``"0.05"`` -> 0.05. A bare number of 1 or more is refused as ambiguous."""
+    match = _THRESHOLD_RE.match(text)
+    if match is None:
+        raise UsageError(f"threshold {text!r} is not a percentage like 5% or a fraction like 0.05")
+    value = float(match.group(1))
+    if match.group(2):
+        value /= 100.0
+    elif value >= 1:
+        raise UsageError(f"threshold {text!r} is ambiguous: write {match.group(1)}% or a fraction below 1")
+    if not 0 <= value <= 10:
+        raise UsageError(f"threshold {text!r} is out of range (0% to 1000%)")
+    return value
+
+
+def parse_alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"alpha {text!r} is not a number like 0.01") from None
+    if not 0 < value < 1:
+        raise UsageError(f"alpha {text!r} must lie strictly between 0 and 1")
+    return value
+
+
+# --- the statistics of one pair ------------------------------------------------------------
+
+
+def _case_rng(seed: int, case_id: str) -> np.random.Generator:
+    # Seeded by case id, not by position: adding a case does not change the others' intervals.
+    return np.random.default_rng([seed, zlib.crc32(case_id.encode("utf-8"))])
+
+
+def bootstrap_medians(x: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Medians of ``resamples`` resamples (with replacement) of ``x``, vectorised in blocks."""
+    n = len(x)
+    rows = max(1, _BOOT_BLOCK // max(n, 1))
+    out = np.empty(resamples)
+    for start in range(0, resamples, rows):
+        stop = min(start + rows, resamples)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        out[start:stop] = np.median(x[idx], axis=1)
+    return out
+
+
+def bootstrap_ratio_ci(
+    base: np.ndarray, cand: np.ndarray, confidence: float, resamples: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of median(cand) / median(base)."""
+    mb = bootstrap_medians(base, resamples, rng)
+    mc = bootstrap_medians(cand, resamples, rng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = mc / mb
+    tail = (1.0 - confidence) / 2.0
+    if not np.all(np.isfinite(ratios)):
+        return math.nan, math.nan
+    lo, hi = np.quantile(ratios, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def mwu_pvalue(base: np.ndarray, cand: np.ndarray) -> float:
+    """Two-sided Mann-Whitney U p-value; 1.0 when every value is the same (nothing to rank)."""
+    from scipy.stats import mannwhitneyu
+
+    both = np.concatenate([base, cand])
+    if np.all(both == both[0]):
+        return 1.0
+    ties = len(np.unique(both)) < len(both)
+    exact = not ties and len(base) * len(cand) <= EXACT_MWU_MAX_PRODUCT
+    res = mannwhitneyu(cand, base, alternative="two-sided", method="exact" if exact else "asymptotic")
+    return float(min(1.0, res.pvalue))
+
+
+def decide(ratio: float, ci_low: float, ci_high: float, p: float, options: CompareOptions) -> str:
+    """The verdict from a ratio, its interval and a (corrected) p-value. See the module doc."""
+    if not (math.isfinite(ratio) and math.isfinite(p)):
+        return "inconclusive"
+    significant = p < options.alpha
+    if significant and ratio >= options.upper:
+        return "slower"
+    if significant and ratio <= options.lower:
+        return "faster"
+    if math.isfinite(ci_low) and math.isfinite(ci_high) and (
+        ci_low >= options.lower and ci_high <= options.upper
+    ):
+        return "unchanged"
+    return "inconclusive"
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """The statistics of one pair of sample sets, before any multiple-testing correction."""
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    note: str = ""
+
+
+def pair_stats(
+    base: Sequence[float] | np.ndarray,
+    cand: Sequence[float] | np.ndarray,
+    options: CompareOptions = CompareOptions(),
+    rng: np.random.Generator | None = None,
+) -> PairStats:
+    """Ratio of medians, its bootstrap interval and the rank test, for raw samples."""
+    b = np.asarray(base, dtype=float)
+    c = np.asarray(cand, dtype=float)
+    if len(b) == 0 or len(c) == 0:
+        return PairStats(math.nan, math.nan, math.nan, math.nan, "no samples")
+    mb, mc = float(np.median(b)), float(np.median(c))
+    if not mb > 0:
+        return PairStats(math.nan, math.nan, math.nan, math.nan, "base median is zero")
+    ratio = mc / mb
+    few = min(len(b), len(c))
+    if few < options.min_samples:
+        return PairStats(ratio, math.nan, math.nan, math.nan,
+                         f"too few samples ({few} < {options.min_samples}): not tested")
+    rng = rng if rng is not None else np.random.default_rng(options.seed)
+    lo, hi = bootstrap_ratio_ci(b, c, options.confidence, options.resamples, rng)
+    return PairStats(ratio, lo, hi, mwu_pvalue(b, c))
+
+
+def verdict_for_samples(
+    base: Sequence[float] | np.ndarray,
+    cand: Sequence[float] | np.ndarray,
+    options: CompareOptions = CompareOptions(),
+    rng: np.random.Generator | None = None,
+) -> str:
+    """The verdict for one pair on its own (no other cases, so no correction applies)."""
+    s = pair_stats(base, cand, options, rng)
+    return decide(s.ratio, s.ci_low, s.ci_high, s.p_value, options)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given; NaN stays NaN)."""
+    idx = [i for i, p in enumerate(pvalues) if math.isfinite(p)]
+    idx.sort(key=lambda i: pvalues[i])
+    m = len(idx)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+# --- the comparison as data ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """What one side's measurements of a case came to after pooling (or taking the latest)."""
+
+    status: str  # ok | failed | skipped
+    reason: str
+    samples: tuple[float, ...]  # raw per-call seconds (empty for foreign summaries)
+    median_s: float
+    n: int  # samples (or the foreign summary's count)
+    measurements: int  # how many measurements were combined
+    raw: bool  # False: only a foreign summary, no raw samples
+
+
+@dataclass(frozen=True)
+class CasePair:
+    case_id: str
+    op: str
+    backend: str
+    dtype: str
+    size: str
+    threads: str
+    grad_mode: str
+    base_median_s: float
+    cand_median_s: float
+    base_n: int
+    cand_n: int
+    ratio: float  # cand / base: above 1 is slower
+    ci_low: float
+    ci_high: float
+    p_value: float  # raw two-sided Mann-Whitney U
+    p_adjusted: float  # after the multiple-testing correction
+    verdict: str
+    note: str = ""
+
+    @property
+    def change(self) -> float:
+        """Relative change in time: +0.10 is 10% slower."""
+        return self.ratio - 1.0
+
+
+@dataclass(frozen=True)
+class OneSided:
+    case_id: str
+    side: str  # "base" or "cand": where it is present
+    status: str
+
+
+@dataclass(frozen=True)
+class NotCompared:
+    """A case present on both sides but not ok on at least one of them."""
+
+    case_id: str
+    base_status: str
+    base_reason: str
+    cand_status: str
+    cand_reason: str
+
+
+@dataclass(frozen=True)
+class EnvDifference:
+    key: str
+    label: str
+    base: str
+    cand: str
+    hardware: bool
+
+
+@dataclass(frozen=True)
+class GeoMean:
+    op: str
+    backend: str
+    cases: int
+    geomean: float  # geometric mean of the ratios
+    slower: int
+    faster: int
+    unchanged: int
+    inconclusive: int
+
+
+@dataclass(frozen=True)
+class SideInfo:
+    label: str
+    run_ids: tuple[str, ...]
+    machines: tuple[str, ...]
+    sources: tuple[str, ...]
+    commits: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    options: CompareOptions
+    base: SideInfo
+    cand: SideInfo
+    env_differences: tuple[EnvDifference, ...]
+    pairs: tuple[CasePair, ...]
+    only_base: tuple[OneSided, ...]
+    only_cand: tuple[OneSided, ...]
+    not_compared: tuple[NotCompared, ...]
+    geomeans: tuple[GeoMean, ...]  # per op and backend, then one row op="all", backend="all"
+    tested: int = 0  # pairs that got a test (the m of the correction)
+
+    @property
+    def different_hardware(self) -> bool:
+        return any(d.hardware for d in self.env_differences)
+
+    @property
+    def regressions(self) -> tuple[CasePair, ...]:
+        return tuple(p for p in self.pairs if p.verdict == "slower")
+
+    @property
+    def has_regression(self) -> bool:
+        return bool(self.regressions)
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(VERDICTS, 0)
+        for p in self.pairs:
+            out[p.verdict] += 1
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per compared case (columns: the fields of :class:`CasePair`)."""
+        import pandas as pd
+
+        cols = list(CasePair.__dataclass_fields__)
+        return pd.DataFrame([asdict(p) for p in self.pairs], columns=cols)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (NaN becomes None)."""
+        return _json_safe({
+            "schema": "bench-suite/comparison",
+            "version": 1,
+            "options": asdict(self.options),
+            "base": asdict(self.base),
+            "cand": asdict(self.cand),
+            "different_hardware": self.different_hardware,
+            "env_differences": [asdict(d) for d in self.env_differences],
+            "summary": {**self.counts(), "compared": len(self.pairs), "tested": self.tested,
+                        "only_base": len(self.only_base), "only_cand": len(self.only_cand),
+                        "not_compared": len(self.not_compared)},
+            "regressions": [p.case_id for p in self.regressions],
+            "pairs": [asdict(p) for p in self.pairs],
+            "only_base": [asdict(o) for o in self.only_base],
+            "only_cand": [asdict(o) for o in self.only_cand],
+            "not_compared": [asdict(n) for n in self.not_compared],
+            "geomeans": [asdict(g) for g in self.geomeans],
+        })
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# --- combining the measurements of one side ------------------------------------------------
+
+
+def _by_case(runs: Sequence[Run]) -> dict[str, list[tuple[str, int, Measurement]]]:
+    """case id -> [(run created_at, order seen, measurement)], oldest first."""
+    out: dict[str, list[tuple[str, int, Measurement]]] = {}
+    order = 0
+    for run in runs:
+        for m in run.measurements:
+            out.setdefault(m.id, []).append((run.created_at, order, m))
+            order += 1
+    for entries in out.values():
+        entries.sort(key=lambda e: (e[0], e[2].started_at, e[1]))
+    return out
+
+
+def _combine(entries: list[tuple[str, int, Measurement]], how: str) -> Side:
+    ms = [e[2] for e in entries]
+    latest = ms[-1]
+    if how == "latest" or all(m.status != "ok" for m in ms):
+        chosen = [latest]
+    else:
+        chosen = [m for m in ms if m.status == "ok"]
+    if chosen[0].status != "ok":
+        return Side(latest.status, latest.reason, (), math.nan, 0, 1, True)
+    raw = [m for m in chosen if m.samples_s]
+    if raw:
+        samples = tuple(x for m in raw for x in m.samples_s)
+        return Side("ok", "", samples, float(np.median(samples)), len(samples), len(raw), True)
+    # foreign summaries only: no samples to pool, so the newest one speaks for the side
+    s = chosen[-1].summary
+    return Side("ok", "", (), s.median, s.n, 1, False)
+
+
+# --- the environment ----------------------------------------------------------------------
+
+#: (key, label, hardware?) in the order they are reported: hardware first.
+ENV_FIELDS: tuple[tuple[str, str, bool], ...] = (
+    ("machine", "machine", True),
+    ("cpu_model", "CPU model", True),
+    ("cpu_cores", "usable CPU cores", True),
+    ("gpus", "GPUs", True),
+    ("gpu_memory", "GPU memory", True),
+    ("gpu_driver", "GPU driver", False),
+    ("cuda", "CUDA (torch build)", False),
+    ("cudnn", "cuDNN", False),
+    ("torch", "torch", False),
+    ("numpy", "numpy", False),
+    ("scipy", "scipy", False),
+    ("python", "Python", False),
+    ("blas", "BLAS", False),
+    ("blas_threads", "BLAS threads", False),
+    ("torch_threads", "torch threads", False),
+    ("tf32", "TF32 / float32 matmul precision", False),
+    ("os", "OS kernel", False),
+    ("env_vars", "thread/CUDA environment variables", False),
+    ("bench_suite", "bench-suite", False),
+    ("source", "results source", False),
+    ("timing", "timing settings", False),
+    ("commit", "git commit", False),
+)
+
+
+def _get(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _text(value: Any) -> str:
+    if value is None or value == "" or value == [] or value == {}:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_text(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+    return str(value)
+
+
+def env_facts(run: Run) -> dict[str, str]:
+    """The facts of a run's environment that change what is measured, as short strings."""
+    env = run.env if isinstance(run.env, Mapping) else {}
+    gpus = _get(env, "torch", "gpus")
+    gpus = [g for g in gpus if isinstance(g, Mapping)] if isinstance(gpus, list) else []
+    blas = env.get("blas")
+    blas = [b for b in blas if isinstance(b, Mapping)] if isinstance(blas, list) else []
+    timing = _get(run.config, "timing")
+    facts = {
+        "machine": run.machine,
+        "cpu_model": _text(_get(env, "cpu", "model")),
+        "cpu_cores": _text(_get(env, "cpu", "usable_cores")),
+        "gpus": _text([g.get("name") for g in gpus]),
+        "gpu_memory": _text([f"{g['total_memory_bytes'] / 2**30:.0f} GiB" for g in gpus
+                             if isinstance(g.get("total_memory_bytes"), (int, float))]),
+        "gpu_driver": _text(sorted({_text(g.get("driver")) for g in gpus} - {""})),
+        "cuda": _text(_get(env, "torch", "cuda_build")),
+        "cudnn": _text(_get(env, "torch", "cudnn")),
+        "torch": _text(_get(env, "packages", "torch") or _get(env, "torch", "version")),
+        "numpy": _text(_get(env, "packages", "numpy")),
+        "scipy": _text(_get(env, "packages", "scipy")),
+        "python": _text(_get(env, "python", "version")),
+        "blas": _text([" ".join(_text(b.get(k)) for k in ("internal_api", "version", "architecture")
+                                if b.get(k)) for b in blas]),
+        "blas_threads": _text([b.get("num_threads") for b in blas]),
+        "torch_threads": _text(_get(env, "torch", "num_threads")),
+        "tf32": _text([_get(env, "torch", k) for k in ("allow_tf32_matmul", "float32_matmul_precision")
+                       if _get(env, "torch", k) is not None]),
+        "os": _text(_get(env, "os", "release")),
+        "env_vars": _text(env.get("env_vars")),
+        "bench_suite": _text(_get(env, "packages", "bench-suite")),
+        "source": run.source,
+        "timing": _text({k: timing[k] for k in ("time_budget_s", "target_rel_ci", "min_samples")
+                         if k in timing} if isinstance(timing, Mapping) else None),
+        "commit": _text(_get(env, "git", "commit"))[:12],
+    }
+    return facts
+
+
+def _side_values(runs: Sequence[Run]) -> dict[str, str]:
+    values: dict[str, list[str]] = {}
+    for run in runs:
+        for key, value in env_facts(run).items():
+            bucket = values.setdefault(key, [])
+            if value not in bucket:
+                bucket.append(value)
+    return {k: " | ".join(v or "-" for v in vs) for k, vs in values.items()}
+
+
+def env_differences(base: Sequence[Run], cand: Sequence[Run]) -> tuple[EnvDifference, ...]:
+    """Facts that differ between the sides (or within one side, shown as ``a | b``)."""
+    b, c = _side_values(base), _side_values(cand)
+    out = []
+    for key, label, hardware in ENV_FIELDS:
+        bv, cv = b.get(key, ""), c.get(key, "")
+        if bv != cv or "|" in bv:
+            out.append(EnvDifference(key, label, bv or "-", cv or "-", hardware))
+    return tuple(out)
+
+
+def _side_info(label: str, runs: Sequence[Run]) -> SideInfo:
+    def uniq(xs: Iterable[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(x for x in xs if x))
+
+    return SideInfo(
+        label=label,
+        run_ids=uniq(r.run_id for r in runs),
+        machines=uniq(r.machine for r in runs),
+        sources=uniq(r.source for r in runs),
+        commits=uniq(env_facts(r)["commit"] for r in runs),
+    )
+
+
+# --- the comparison -----------------------------------------------------------------------
+
+
+def compare(
+    base: Sequence[Run],
+    cand: Sequence[Run],
+    options: CompareOptions = CompareOptions(),
+    base_label: str = "BASE",
+    cand_label: str = "CAND",
+) -> Comparison:
+    """Pair the two sides' measurements by case id and judge each pair."""
+    if not base or not cand:
+        raise UsageError("nothing to compare: a side has no runs")
+    bmap, cmap = _by_case(base), _by_case(cand)
+    ids = sorted(set(bmap) | set(cmap))
+    only_base = tuple(OneSided(i, "base", _combine(bmap[i], options.combine).status)
+                      for i in ids if i not in cmap)
+    only_cand = tuple(OneSided(i, "cand", _combine(cmap[i], options.combine).status)
+                      for i in ids if i not in bmap)
+
+    rows: list[tuple[Measurement, Side, Side, PairStats]] = []
+    not_compared: list[NotCompared] = []
+    for i in ids:
+        if i not in bmap or i not in cmap:
+            continue
+        bs, cs = _combine(bmap[i], options.combine), _combine(cmap[i], options.combine)
+        if bs.status != "ok" or cs.status != "ok":
+            not_compared.append(NotCompared(i, bs.status, bs.reason, cs.status, cs.reason))
+            continue
+        if bs.raw and cs.raw:
+            st = pair_stats(bs.samples, cs.samples, options, _case_rng(options.seed, i))
+        else:
+            ratio = cs.median_s / bs.median_s if bs.median_s > 0 else math.nan
+            st = PairStats(ratio, math.nan, math.nan, math.nan,
+                           "no raw samples (foreign summary): ratio only, not tested")
+        rows.append((bmap[i][-1][2], bs, cs, st))
+
+    adjusted = (holm([r[3].p_value for r in rows]) if options.correction == "holm"
+                else [r[3].p_value for r in rows])
+    pairs = []
+    for (m, bs, cs, st), p_adj in zip(rows, adjusted, strict=True):
+        c = m.case
+        note = st.note
+        if bs.measurements > 1 or cs.measurements > 1:
+            pooled = f"pooled {bs.measurements} base / {cs.measurements} cand measurements"
+            note = f"{note}; {pooled}" if note else pooled
+        pairs.append(CasePair(
+            case_id=c.id, op=c.op, backend=c.backend, dtype=c.dtype, size=c.size_label,
+            threads=c.threads_label, grad_mode=c.grad_mode,
+            base_median_s=bs.median_s, cand_median_s=cs.median_s, base_n=bs.n, cand_n=cs.n,
+            ratio=st.ratio, ci_low=st.ci_low, ci_high=st.ci_high, p_value=st.p_value,
+            p_adjusted=p_adj, verdict=decide(st.ratio, st.ci_low, st.ci_high, p_adj, options),
+            note=note,
+        ))
+    return Comparison(
+        options=options,
+        base=_side_info(base_label, base),
+        cand=_side_info(cand_label, cand),
+        env_differences=env_differences(base, cand),
+        pairs=tuple(pairs),
+        only_base=only_base,
+        only_cand=only_cand,
+        not_compared=tuple(not_compared),
+        geomeans=geomeans(pairs),
+        tested=sum(math.isfinite(r[3].p_value) for r in rows),
+    )
+
+
+def geomeans(pairs: Sequence[CasePair]) -> tuple[GeoMean, ...]:
+    """Geometric mean of the ratios per op and backend, then over everything."""
+    groups: dict[tuple[str, str], list[CasePair]] = {}
+    for p in pairs:
+        if math.isfinite(p.ratio) and p.ratio > 0:
+            groups.setdefault((p.op, p.backend), []).append(p)
+            groups.setdefault(("all", "all"), []).append(p)
+
+    def row(key: tuple[str, str], ps: list[CasePair]) -> GeoMean:
+        verdicts = [p.verdict for p in ps]
+        return GeoMean(key[0], key[1], len(ps), math.exp(math.fsum(math.log(p.ratio) for p in ps) / len(ps)),
+                       *(verdicts.count(v) for v in VERDICTS))
+
+    keys = sorted(k for k in groups if k != ("all", "all"))
+    out = [row(k, groups[k]) for k in keys]
+    if ("all", "all") in groups:
+        out.append(row(("all", "all"), groups[("all", "all")]))
+    return tuple(out)
+
+
+def compare_paths(
+    base: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    cand: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    options: CompareOptions = CompareOptions(),
+) -> Comparison:
+    """Load both sides (run files, folders, anything ``load_runs`` reads) and compare them."""
+    from bench_suite.loading import load_runs
+
+    def label(paths: Any) -> str:
+        if isinstance(paths, (str, os.PathLike)):
+            return os.fspath(paths)
+        return ", ".join(os.fspath(p) for p in paths)
+
+    return compare(load_runs(base), load_runs(cand), options, label(base), label(cand))
+
+
+__all__ = [
+    "CasePair", "CompareOptions", "Comparison", "EnvDifference", "GeoMean", "NotCompared",
+    "OneSided", "PairStats", "SideInfo", "compare", "compare_paths", "decide", "env_facts",
+    "geomeans", "holm", "mwu_pvalue", "pair_stats", "parse_alpha", "parse_threshold",
+    "verdict_for_samples",
+]

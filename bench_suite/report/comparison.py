@@ -1,0 +1,459 @@
+"""Rendering a :class:`~bench_suite.compare.Comparison`: text, Markdown, HTML, JSON, figure.
+
+Everything here formats what ``compare.compare`` computed; nothing is recomputed. Text from
+files (case ids, machine names, reasons, paths) is escaped for HTML and Markdown through
+``report/escape.py``. matplotlib is imported only when the HTML page or the figure is drawn.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench_suite.compare import CasePair, Comparison
+from bench_suite.report.escape import html_text, md_cell, md_text
+from bench_suite.report.format import fmt_time
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FORMATS = ("text", "md", "html", "json")
+
+#: Order in which verdicts are listed: what needs attention first.
+_ORDER = {"slower": 0, "faster": 1, "inconclusive": 2, "unchanged": 3}
+#: Colours (Okabe-Ito): the warning colour marks regressions in the figure and the page.
+VERDICT_COLOURS = {"slower": "#D55E00", "faster": "#009E73", "unchanged": "#555555",
+                   "inconclusive": "#999999"}
+#: The figure shows at most this many cases (the ones that changed, then the largest moves).
+FIGURE_MAX_CASES = 150
+
+
+# --- shared formatting --------------------------------------------------------------------
+
+
+def ordered_pairs(c: Comparison) -> list[CasePair]:
+    """Pairs in reading order: slower, faster, inconclusive, unchanged; largest ratio first."""
+    def key(p: CasePair) -> tuple[int, float, str]:
+        r = p.ratio if math.isfinite(p.ratio) else 1.0
+        return _ORDER[p.verdict], -r, p.case_id
+
+    return sorted(c.pairs, key=key)
+
+
+def fmt_ratio(r: float) -> str:
+    return f"{r:.3f}" if math.isfinite(r) else "-"
+
+
+def fmt_change(r: float) -> str:
+    return f"{(r - 1) * 100:+.1f}%" if math.isfinite(r) else "-"
+
+
+def fmt_interval(lo: float, hi: float) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "-"
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
+def fmt_p(p: float) -> str:
+    if not math.isfinite(p):
+        return "-"
+    if p < 1e-10:
+        return "<1e-10"
+    return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:g}%"
+
+
+def settings_line(c: Comparison) -> str:
+    o = c.options
+    corr = (f"Holm correction over {c.tested} tested case{'s' if c.tested != 1 else ''}"
+            if o.correction == "holm" else "no multiple-testing correction")
+    combine = "pooled" if o.combine == "pool" else "latest only"
+    return (f"threshold {_pct(o.threshold)}, alpha {o.alpha:g} ({corr}); "
+            f"{_pct(o.confidence)} bootstrap intervals; measurements {combine}")
+
+
+def headline(c: Comparison) -> str:
+    n = c.counts()
+    parts = [f"{n[v]} {v}" for v in ("slower", "faster", "unchanged", "inconclusive")]
+    verdict = (f"REGRESSION: {len(c.regressions)} case{'s' if len(c.regressions) != 1 else ''} "
+               f"slower beyond {_pct(c.options.threshold)}" if c.has_regression else "no regression")
+    return f"{verdict} ({', '.join(parts)} of {len(c.pairs)} compared)"
+
+
+def hardware_line(c: Comparison) -> str:
+    if not c.different_hardware:
+        return ""
+    hw = [d for d in c.env_differences if d.hardware]
+    what = "; ".join(f"{d.label}: {d.base} vs {d.cand}" for d in hw)
+    return f"different hardware ({what}): the ratios compare machines, not only code"
+
+
+def _side(c: Comparison, which: str) -> str:
+    s = c.base if which == "base" else c.cand
+    runs = ", ".join(s.run_ids) if len(s.run_ids) <= 3 else f"{len(s.run_ids)} runs"
+    bits = [f"runs {runs}", f"machine {', '.join(s.machines) or '-'}"]
+    if s.commits:
+        bits.append(f"commit {', '.join(s.commits)}")
+    if s.sources != ("bench-suite",):
+        bits.append(f"source {', '.join(s.sources)}")
+    return f"{s.label} ({'; '.join(bits)})"
+
+
+def _env_rows(c: Comparison) -> list[list[str]]:
+    return [[d.label + (" (hardware)" if d.hardware else ""), d.base, d.cand] for d in c.env_differences]
+
+
+def _pair_cells(p: CasePair) -> list[str]:
+    return [p.case_id, fmt_time(p.base_median_s), fmt_time(p.cand_median_s), fmt_ratio(p.ratio),
+            fmt_change(p.ratio), fmt_interval(p.ci_low, p.ci_high), fmt_p(p.p_adjusted),
+            p.verdict, p.note]
+
+
+def _pair_header(c: Comparison) -> list[str]:
+    return ["case", "base median", "cand median", "ratio", "change",
+            f"{_pct(c.options.confidence)} interval", "p (adj.)", "verdict", "note"]
+
+
+# --- text ---------------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [cell.rjust(w) if i in right else cell.ljust(w)
+               for i, (cell, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  ".join(out).rstrip()
+
+    return [line(header), *(line(r) for r in rows)]
+
+
+def _plain(value: object) -> str:
+    # a terminal is not HTML, but control characters from a file could still move the cursor
+    return "".join(ch if ch.isprintable() else " " for ch in str(value))
+
+
+def render_text(c: Comparison) -> str:
+    out = [f"bench-suite compare: {_plain(_side(c, 'base'))}",
+           f"                 vs {_plain(_side(c, 'cand'))}", settings_line(c), ""]
+    if c.env_differences:
+        hw = " -- " + _plain(hardware_line(c)) if c.different_hardware else ""
+        out.append("ENVIRONMENT DIFFERS" + hw)
+        rows = [[_plain(x) for x in r] for r in _env_rows(c)]
+        out += ["  " + r for r in _table(["differs in", "BASE", "CAND"], rows, set())]
+    else:
+        out.append("environment: same machine, software and settings")
+    out += ["", headline(c), ""]
+    if c.pairs:
+        rows = [[_plain(x) for x in _pair_cells(p)] for p in ordered_pairs(c)]
+        out += _table(_pair_header(c), rows, {1, 2, 3, 4, 6})
+        out.append("")
+    if c.geomeans:
+        out.append("geometric mean of ratios per op and backend")
+        rows = [[_plain(g.op), _plain(g.backend), str(g.cases), fmt_ratio(g.geomean), fmt_change(g.geomean),
+                 str(g.slower), str(g.faster), str(g.unchanged), str(g.inconclusive)] for g in c.geomeans]
+        out += _table(["op", "backend", "cases", "geomean", "change", "slower", "faster", "unchanged",
+                       "inconclusive"], rows, {2, 3, 4, 5, 6, 7, 8})
+        out.append("")
+    for title, items in (("only in BASE", c.only_base), ("only in CAND", c.only_cand)):
+        if items:
+            out.append(f"{title} ({len(items)}):")
+            out += [f"  {_plain(o.case_id)}  [{o.status}]" for o in items]
+            out.append("")
+    if c.not_compared:
+        out.append(f"not compared, failed or skipped on a side ({len(c.not_compared)}):")
+        for why, ids in not_compared_groups(c):
+            out.append(f"  {_plain(why)}:")
+            out += [f"    {_plain(i)}" for i in ids]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _status(status: str, reason: str) -> str:
+    return f"{status} ({reason})" if reason else status
+
+
+def not_compared_groups(c: Comparison) -> list[tuple[str, list[str]]]:
+    """Cases not compared, grouped by why: a CPU-only machine skips every CUDA case for the
+    same reason, and one line says so better than a dozen."""
+    groups: dict[str, list[str]] = {}
+    for n in c.not_compared:
+        if (n.base_status, n.base_reason) == (n.cand_status, n.cand_reason):
+            why = f"{n.base_status} on both sides" + (f" ({n.base_reason})" if n.base_reason else "")
+        else:
+            why = (f"BASE {_status(n.base_status, n.base_reason)}; "
+                   f"CAND {_status(n.cand_status, n.cand_reason)}")
+        groups.setdefault(why, []).append(n.case_id)
+    return list(groups.items())
+
+
+# --- Markdown -----------------------------------------------------------------------------
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    align = ["---:" if i in right else "---" for i in range(len(header))]
+    return ["| " + " | ".join(md_cell(h) for h in header) + " |", "| " + " | ".join(align) + " |",
+            *("| " + " | ".join(md_cell(x) for x in r) + " |" for r in rows)]
+
+
+def render_markdown(c: Comparison) -> str:
+    mark = ":red_circle: " if c.has_regression else ":white_check_mark: "
+    out = ["### bench-suite compare", "",
+           f"**BASE** {md_text(_side(c, 'base'))}  ", f"**CAND** {md_text(_side(c, 'cand'))}", "",
+           f"{mark}**{md_text(headline(c))}**", "", f"_{md_text(settings_line(c))}_", ""]
+    if c.env_differences:
+        out.append("#### Environment differences")
+        if c.different_hardware:
+            out += ["", f"> :warning: **{md_text(hardware_line(c))}**"]
+        out.append("")
+        out += _md_table(["differs in", "BASE", "CAND"], _env_rows(c), set())
+        out.append("")
+    if c.pairs:
+        out += ["#### Cases", ""]
+        out += _md_table(_pair_header(c), [_pair_cells(p) for p in ordered_pairs(c)], {1, 2, 3, 4, 6})
+        out.append("")
+    if c.geomeans:
+        out += ["#### Geometric mean of ratios", ""]
+        out += _md_table(["op", "backend", "cases", "geomean", "change", "slower", "faster", "unchanged",
+                          "inconclusive"],
+                         [[g.op, g.backend, str(g.cases), fmt_ratio(g.geomean), fmt_change(g.geomean),
+                           str(g.slower), str(g.faster), str(g.unchanged), str(g.inconclusive)]
+                          for g in c.geomeans], {2, 3, 4, 5, 6, 7, 8})
+        out.append("")
+    for title, items in (("Only in BASE", c.only_base), ("Only in CAND", c.only_cand)):
+        if items:
+            out += [f"#### {title} ({len(items)})", ""]
+            out += [f"- {md_text(o.case_id)} ({md_text(o.status)})" for o in items]
+            out.append("")
+    if c.not_compared:
+        out += [f"#### Not compared: failed or skipped on a side ({len(c.not_compared)})", ""]
+        out += _md_table(["why", "cases"], [[why, ", ".join(ids)] for why, ids in not_compared_groups(c)],
+                         set())
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+def render_json(c: Comparison) -> str:
+    return json.dumps(c.to_dict(), indent=1, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+# --- figure -------------------------------------------------------------------------------
+
+
+def figure_pairs(c: Comparison) -> tuple[list[CasePair], int]:
+    """The pairs the figure shows (at most FIGURE_MAX_CASES) and how many could be shown."""
+    shown = [p for p in c.pairs if math.isfinite(p.ratio) and p.ratio > 0]
+    total = len(shown)
+    if total > FIGURE_MAX_CASES:
+        shown.sort(key=lambda p: (p.verdict == "unchanged", -abs(math.log(p.ratio))))
+        shown = shown[:FIGURE_MAX_CASES]
+    shown.sort(key=lambda p: p.case_id, reverse=True)  # top to bottom in id order
+    return shown, total
+
+
+def ratio_ticks(lo: float, hi: float, most: int = 12) -> list[float]:
+    """Readable ticks for a log axis of ratios: 1 always, then round values (1.05, 1.1, 1.2,
+    2, 5, 10...) at least 1/most of the axis apart, so a narrow axis still gets labels."""
+    cands = {b * 10.0**k for k in range(-6, 7) for b in (1, 2, 5)}
+    cands |= {0.5, 0.8, 0.9, 0.95, 1.05, 1.1, 1.2, 1.5, 3}
+    inside = sorted(t for t in cands if lo <= t <= hi)
+    gap = math.log(hi / lo) / most
+    kept = [1.0] if lo <= 1.0 <= hi else []
+    for t in sorted(inside, key=lambda t: abs(math.log(t))):  # outward from 1
+        if all(abs(math.log(t / k)) >= gap for k in kept):
+            kept.append(t)
+    if len(kept) < 3:  # a very narrow axis: evenly spaced values, rounded
+        kept += [float(f"{lo * (hi / lo) ** (i / 4):.3g}") for i in range(5)]
+    return sorted(set(kept))
+
+
+def comparison_figure(c: Comparison) -> Figure | None:
+    """Ratio per case with its interval on a log axis; regressions in the warning colour."""
+    pairs, total = figure_pairs(c)
+    if not pairs:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    from bench_suite.report.figures import safe_text
+
+    o = c.options
+    fig = Figure(figsize=(10, 1.4 + 0.24 * len(pairs)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.axvspan(o.lower, o.upper, color="#dddddd", alpha=0.6, lw=0,
+               label=f"within ±{_pct(o.threshold)} (threshold)")
+    ax.axvline(1.0, color="black", lw=0.8)
+    ys = range(len(pairs))
+    for verdict in ("unchanged", "inconclusive", "faster", "slower"):
+        sel = [(y, p) for y, p in zip(ys, pairs, strict=True) if p.verdict == verdict]
+        if not sel:
+            continue
+        x = [p.ratio for _, p in sel]
+        lo = [p.ratio - p.ci_low if math.isfinite(p.ci_low) else 0.0 for _, p in sel]
+        hi = [p.ci_high - p.ratio if math.isfinite(p.ci_high) else 0.0 for _, p in sel]
+        ax.errorbar(x, [y for y, _ in sel], xerr=[lo, hi], fmt="o", ms=4, capsize=2,
+                    color=VERDICT_COLOURS[verdict], label=verdict)
+    ax.set_xscale("log")
+    values = [v for p in pairs for v in (p.ratio, p.ci_low, p.ci_high) if math.isfinite(v) and v > 0]
+    span = max([*values, o.upper]) / min([*values, o.lower])
+    pad = span ** 0.04  # 4% of the axis on each side, so edge points keep their markers
+    lo_x = min([*values, o.lower]) / pad
+    hi_x = max([*values, o.upper]) * pad
+    ax.set_xlim(lo_x, hi_x)
+    ax.xaxis.set_major_locator(FixedLocator(ratio_ticks(lo_x, hi_x)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}×"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.tick_params(axis="x", which="both", labelsize=7)
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels([safe_text(p.case_id) for p in pairs], fontsize=7)
+    ax.set_ylim(-0.7, len(pairs) - 0.3)
+    ax.set_xlabel(f"time ratio CAND / BASE (log scale; >1 is slower), "
+                  f"{_pct(o.confidence)} bootstrap interval", fontsize=8)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7, framealpha=0.9)
+    title = "Comparison per case"
+    if total > len(pairs):
+        title += f" (the {len(pairs)} of {total} that moved most)"
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def figure_png(c: Comparison, dpi: int = 100) -> bytes | None:
+    fig = comparison_figure(c)
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
+# --- HTML ---------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
+padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
+th,td{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.slower{color:#D55E00;font-weight:bold}td.faster{color:#009E73;font-weight:bold}
+td.inconclusive{color:#777}td.unchanged{color:#555}
+tr.slower td{background:#fbe9e1}
+.banner{padding:.6em 1em;border-radius:4px;margin:1em 0}
+.bad{background:#fbe9e1;border:1px solid #D55E00}.good{background:#e3f4ee;border:1px solid #009E73}
+.warn{background:#fff4d6;border:1px solid #E69F00}
+img{max-width:100%}code{font-size:.95em}.muted{color:#666;font-size:.9em}
+"""
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int],
+                row_class: Callable[[int], str] | None = None, class_col: int | None = None) -> str:
+    """A table; ``row_class`` names each row's class, and the cell in ``class_col`` gets its
+    row's class too (the verdict cell carries the verdict's colour)."""
+    head = "".join(f"<th>{html_text(h)}</th>" for h in header)
+    body = []
+    for k, r in enumerate(rows):
+        cls = html_text(row_class(k)) if row_class else ""
+        cells = []
+        for i, x in enumerate(r):
+            klass = "num" if i in right else (cls if i == class_col else "")
+            attr = f' class="{klass}"' if klass else ""
+            cells.append(f"<td{attr}>{html_text(x)}</td>")
+        body.append(f'<tr class="{cls}">' if cls else "<tr>")
+        body[-1] += "".join(cells) + "</tr>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_html(c: Comparison, figure: bool = True) -> str:
+    """A self-contained page: styles inline, the figure embedded as a base64 PNG."""
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             "<title>bench-suite compare</title>", f"<style>{_CSS}</style></head><body>",
+             "<h1>bench-suite compare</h1>",
+             f"<p><b>BASE</b> {html_text(_side(c, 'base'))}<br><b>CAND</b> {html_text(_side(c, 'cand'))}</p>",
+             f'<div class="banner {"bad" if c.has_regression else "good"}">'
+             f"<b>{html_text(headline(c))}</b></div>",
+             f'<p class="muted">{html_text(settings_line(c))}. '
+             "Verdicts are explained in docs/compare.md.</p>"]
+    if c.env_differences:
+        parts.append("<h2>Environment differences</h2>")
+        if c.different_hardware:
+            parts.append(f'<div class="banner warn">{html_text(hardware_line(c))}</div>')
+        parts.append(_html_table(["differs in", "BASE", "CAND"], _env_rows(c), set()))
+    else:
+        parts.append("<p>Environment: same machine, software and settings.</p>")
+    png = figure_png(c) if figure else None
+    if png is not None:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f'<h2>Ratio per case</h2><img alt="time ratio CAND/BASE per case with its interval" '
+                     f'src="data:image/png;base64,{data}">')
+    if c.pairs:
+        pairs = ordered_pairs(c)
+        rows = [_pair_cells(p) for p in pairs]
+        table = _html_table(_pair_header(c), rows, {1, 2, 3, 4, 6}, lambda k: pairs[k].verdict, class_col=7)
+        parts += ["<h2>Cases</h2>", table]
+    if c.geomeans:
+        parts += ["<h2>Geometric mean of ratios</h2>", _html_table(
+            ["op", "backend", "cases", "geomean", "change", "slower", "faster", "unchanged", "inconclusive"],
+            [[g.op, g.backend, str(g.cases), fmt_ratio(g.geomean), fmt_change(g.geomean), str(g.slower),
+              str(g.faster), str(g.unchanged), str(g.inconclusive)] for g in c.geomeans],
+            {2, 3, 4, 5, 6, 7, 8})]
+    for title, items in (("Only in BASE", c.only_base), ("Only in CAND", c.only_cand)):
+        if items:
+            lis = "".join(f"<li><code>{html_text(o.case_id)}</code> ({html_text(o.status)})</li>"
+                          for o in items)
+            parts.append(f"<h2>{title} ({len(items)})</h2><ul>{lis}</ul>")
+    if c.not_compared:
+        parts += [f"<h2>Not compared: failed or skipped on a side ({len(c.not_compared)})</h2>",
+                  _html_table(["why", "cases"],
+                              [[why, ", ".join(ids)] for why, ids in not_compared_groups(c)], set())]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+_SUFFIX_FORMATS = {".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".json": "json",
+                   ".txt": "text"}
+
+
+def format_for(output: str | os.PathLike[str] | None, fmt: str | None) -> str:
+    """The format asked for, else the one the output file's suffix names, else text."""
+    if fmt:
+        return fmt
+    if output:
+        return _SUFFIX_FORMATS.get(Path(output).suffix.lower(), "text")
+    return "text"
+
+
+def write_output(text: str, path: Path) -> None:
+    """Write a rendered comparison atomically; an unwritable path is one OutputError line."""
+    from bench_suite.errors import OutputError
+    from bench_suite.results import atomic_write_text
+
+    try:
+        atomic_write_text(Path(path), text)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def render(c: Comparison, fmt: str) -> str:
+    """The comparison in one of ``FORMATS``."""
+    renderers: dict[str, Callable[[Comparison], str]] = {
+        "text": render_text, "md": render_markdown, "html": render_html, "json": render_json,
+    }
+    if fmt not in renderers:
+        from bench_suite.errors import UsageError
+
+        raise UsageError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    return renderers[fmt](c)

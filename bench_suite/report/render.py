@@ -1,0 +1,707 @@
+"""Reports on disk: ``index.html``, ``summary.md``, ``results.csv`` and ``figures/*.png``.
+
+Three steps, each a function of the one before:
+
+1. :func:`build_report` computes: the frame, every table (``tables.py``) and every figure
+   (``figures.py``, as PNG bytes). Nothing is formatted yet.
+2. :func:`sections` formats the numbers into display tables of plain strings, shared by both
+   renderers so the page and the summary say the same thing.
+3. :func:`to_html` and :func:`to_markdown` only lay those strings out, escaping every one of
+   them for their format: text from run files (machine names, GPU names, reasons) is
+   data, never markup.
+
+The HTML page is self-contained (inline CSS, figures as base64 ``data:`` URIs, no script,
+nothing fetched from the network). The Markdown summary fits a GitHub Actions job summary and
+a pull-request comment (GitHub caps a comment at 65,536 characters; the summary drops its least
+important sections to stay under :data:`MARKDOWN_LIMIT`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import math
+import os
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench_suite.errors import OutputError
+from bench_suite.report import tables
+from bench_suite.report.escape import html_text, md_cell, md_text
+from bench_suite.report.format import fmt_rate, fmt_ratio, fmt_time
+from bench_suite.results import Run, atomic_write_text, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bench_suite.report.figures import RenderedFigure
+
+MARKDOWN_LIMIT = 60_000
+NOISY_MARK = "†"
+NOISY_NOTE = (f"{NOISY_MARK} noisy: the interquartile range exceeds 10% of the median or the "
+              "median's 95% confidence half-width exceeds 5%; trust it less.")
+
+
+# --- 1. compute -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the report says about one run, read defensively from its (untrusted) file."""
+
+    series: str
+    machine: str
+    run_id: str
+    created_at: str
+    source: str
+    complete: bool
+    path: str
+    command: str
+    cpu: str
+    cores: str
+    memory: str
+    gpus: str
+    os: str
+    python: str
+    packages: str
+    blas: str
+    env_vars: str
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Report:
+    frame: pd.DataFrame
+    runs: tuple[RunInfo, ...]
+    tables: Mapping[str, pd.DataFrame]
+    figures: tuple[RenderedFigure, ...]
+    command: str = ""
+    generated_at: str = ""
+
+
+FrameHook = Callable[["pd.DataFrame", Sequence[Run]], "pd.DataFrame"]
+#: Functions that add columns to the frame before anything is computed from it, such as the
+#: roofline's ``peak_gflops`` and ``pct_of_peak``. A plugin module (``figures.PLUGINS``) adds
+#: its hook with :func:`add_frame_hook` when it is imported.
+FRAME_HOOKS: list[FrameHook] = []
+
+
+def add_frame_hook(hook: FrameHook) -> FrameHook:
+    if hook not in FRAME_HOOKS:
+        FRAME_HOOKS.append(hook)
+    return hook
+
+
+def build_report(runs: Sequence[Run], command: str | None = None, with_figures: bool = True,
+                 frame: pd.DataFrame | None = None) -> Report:
+    """Every number and figure of the report, computed once. ``frame`` defaults to
+    ``to_frame(runs)`` passed through :data:`FRAME_HOOKS`; a given frame is used as it is."""
+    if frame is None:
+        from bench_suite.report import figures
+
+        figures.load_plugins()  # they may add frame hooks
+        frame = to_frame(runs)
+        for hook in FRAME_HOOKS:
+            frame = hook(frame, runs)
+    prepared = tables.prepare(frame)
+    series_of = dict(zip(prepared["run_id"], prepared["series"], strict=False))
+    computed = {
+        "time": tables.time_table(frame),
+        "speedup": tables.speedup_table(frame),
+        "scaling": tables.thread_scaling(frame),
+        "backward_forward": tables.backward_forward(frame),
+        "autograd_vs_hand": tables.autograd_vs_hand(frame),
+        "grad_cost": tables.grad_cost(frame),
+        "noisy": tables.noisy_cells(frame),
+        "problems": tables.problem_groups(frame),
+        "headline": tables.headline(frame),
+        "peaks": tables.peaks(frame),
+    }
+    rendered: tuple[RenderedFigure, ...] = ()
+    if with_figures and len(frame):
+        from bench_suite.report import figures
+
+        rendered = tuple(figures.render_figures(frame))
+    infos = tuple(_run_info(r, series_of.get(r.run_id, r.machine)) for r in runs)
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return Report(frame, infos, computed, rendered, command or "", now)
+
+
+def _get(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    return str(value)
+
+
+def _run_info(run: Run, series: str) -> RunInfo:
+    env = run.env
+    argv = _get(run.config, "argv")
+    command = ""
+    if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
+        command = "bench-suite " + shlex.join(argv)
+    mem = _get(env, "memory", "total_bytes")
+    gpus = _get(env, "torch", "gpus")
+    gpu_names = [_text(_get(g, "name")) for g in gpus] if isinstance(gpus, list) else []
+    packages = _get(env, "packages")
+    pkgs = ", ".join(f"{k} {v}" for k, v in packages.items()
+                     if isinstance(v, str)) if isinstance(packages, Mapping) else ""
+    blas = _get(env, "blas")
+    blas_text = "; ".join(
+        " ".join(_text(_get(b, k)) for k in ("internal_api", "version", "architecture")).strip()
+        + f" ({_text(_get(b, 'num_threads'))} threads)"
+        for b in blas if isinstance(b, Mapping)
+    ) if isinstance(blas, list) else ""
+    env_vars = _get(env, "env_vars")
+    counts = {s: sum(m.status == s for m in run.measurements) for s in ("ok", "skipped", "failed")}
+    return RunInfo(
+        series=series,
+        machine=run.machine,
+        run_id=run.run_id,
+        created_at=run.created_at,
+        source=run.source,
+        complete=run.complete,
+        path=run.path,
+        command=command,
+        cpu=_text(_get(env, "cpu", "model")),
+        cores=_text(_get(env, "cpu", "usable_cores")),
+        memory=f"{mem / 2**30:.1f} GiB" if isinstance(mem, (int, float)) and mem > 0 else "",
+        gpus=", ".join(n for n in gpu_names if n),
+        os=_text(_get(env, "os", "platform")),
+        python=_text(_get(env, "python", "version")),
+        packages=pkgs,
+        blas=blas_text,
+        env_vars=", ".join(f"{k}={_text(v)}" for k, v in env_vars.items())
+        if isinstance(env_vars, Mapping) else "",
+        counts=counts,
+    )
+
+
+# --- 2. format ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    noisy: bool = False
+    title: str = ""  # a tooltip in HTML (e.g. a confidence interval); dropped in Markdown
+    left: bool = False  # text columns align left, numbers right
+
+
+@dataclass(frozen=True)
+class DisplayTable:
+    title: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    caption: str = ""
+    left_cols: int = 0  # leading key columns, aligned left
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    title: str
+    intro: str = ""
+    tables: tuple[DisplayTable, ...] = ()
+    #: lower numbers survive when the Markdown summary must be shortened
+    priority: int = 5
+    figures: bool = False  # where the figures go
+    items: tuple[str, ...] = ()  # plain lines (a bulleted list)
+    details: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(default=())
+
+
+def _ratio_cell(value: float, noisy: bool = False, title: str = "") -> Cell:
+    if value is None or not math.isfinite(value):
+        return Cell("-")
+    return Cell(fmt_ratio(value) + (f" {NOISY_MARK}" if noisy else ""), noisy, title)
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.0%}"
+
+
+def _pivot(df: pd.DataFrame, keys: Sequence[tuple[str, str]], col: str, order: Sequence[str],
+           cell: Callable[[Any], Cell], title: str, caption: str = "",
+           col_header: Callable[[str], str] = str) -> DisplayTable | None:
+    """Long table -> display table: one row per distinct ``keys``, one column per ``col`` value."""
+    if df.empty:
+        return None
+    key_cols = [k for k, _ in keys]
+    rows = []
+    grouped = df.groupby(key_cols, sort=False, dropna=False)
+    for key, g in grouped:
+        key = key if isinstance(key, tuple) else (key,)
+        by_col = {getattr(r, col): r for r in g.itertuples(index=False)}
+        rows.append((
+            *(Cell(_key_text(k), left=True) for k in key),
+            *(cell(by_col[c]) if c in by_col else Cell("-") for c in order),
+        ))
+    header = (*(h for _, h in keys), *(col_header(c) for c in order))
+    return DisplayTable(title, header, tuple(rows), caption, len(keys))
+
+
+def _key_text(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _series_key(df: pd.DataFrame) -> list[tuple[str, str]]:
+    return [("series", "machine")] if df["series"].nunique() > 1 else []
+
+
+def _present(values: Any, known: Sequence[str]) -> list[str]:
+    vals = list(dict.fromkeys(values))
+    return sorted(vals, key=lambda v: (list(known).index(v) if v in known else len(known), v))
+
+
+def _time_cell(r: Any) -> Cell:
+    op = r.op
+    parts = [fmt_time(r.median_s)]
+    if tables.is_backward_op(op):  # both rates for the backward passes
+        parts += [fmt_rate(r.gflops, "GFLOP/s"), fmt_rate(r.gbps, "GB/s")]
+    else:
+        parts.append(fmt_rate(r.rate, r.rate_unit))
+    parts.extend(_pct_of_peak(r))
+    text = " · ".join(parts) + (f" {NOISY_MARK}" if r.noisy else "")
+    return Cell(text, bool(r.noisy), f"±{r.rel_ci:.1%} (95% CI of the median)")
+
+
+def _pct_of_peak(r: Any) -> list[str]:
+    """"42% of peak" against the measured peak, else against the datasheet (GPU) or
+    theoretical (CPU) one; nothing when no peak is known. The columns are in percent."""
+    pct = getattr(r, "pct_of_peak", None)
+    if isinstance(pct, float) and math.isfinite(pct):
+        return [f"{pct:.0f}% of peak"]
+    pct = getattr(r, "pct_of_datasheet", None)
+    if isinstance(pct, float) and math.isfinite(pct):
+        source = str(getattr(r, "datasheet_source", "") or "")
+        return [f"{pct:.0f}% of {'theoretical' if source.startswith('theoretical') else 'datasheet'}"]
+    return []
+
+
+def _op_sections(rep: Report) -> list[Section]:
+    from bench_suite.cases import BACKENDS, OPS
+
+    out = []
+    tt, sp, sc = rep.tables["time"], rep.tables["speedup"], rep.tables["scaling"]
+    for op in _present(tt["op"], OPS):
+        t = tt[tt["op"] == op]
+        grad = [] if tables.is_backward_op(op) else [("grad_mode", "grad mode")]
+        keys = [*_series_key(t), ("dtype", "dtype"), ("size", "size"),
+                ("threads_label", "threads"), *grad]
+        rate = tables.RATE_UNIT[tables.primary_rate(op)]
+        found: list[DisplayTable | None] = [_pivot(
+            t, keys, "backend", _present(t["backend"], BACKENDS), _time_cell,
+            "Median time and throughput",
+            f"Median time per call · {'GFLOP/s and GB/s' if tables.is_backward_op(op) else rate}"
+            " by backend. Hover a cell for its confidence interval.")]
+        s = sp[sp["op"] == op]
+        if not s.empty:
+            found.append(_pivot(
+                s, keys, "pair", list(dict.fromkeys(s["pair"])),
+                lambda r: _ratio_cell(r.speedup, r.noisy,
+                                      f"{r.speedup_low:.2f}–{r.speedup_high:.2f} (from the CIs)"),
+                "Speedup over the baseline",
+                "Baseline time / backend time at equal dtype, size, threads and grad mode; "
+                "above 1 the first backend is faster."))
+        c = sc[sc["op"] == op]
+        if not c.empty:
+            labels = _present(c["threads_label"], ())
+            labels.sort(key=lambda x: (x == "all", int(x) if x.isdigit() else 0))
+            ckeys = [*_series_key(c), ("backend", "backend"), ("dtype", "dtype"), ("size", "size"),
+                     *grad]
+            found.append(_pivot(
+                c, ckeys, "threads_label", labels,
+                lambda r: Cell(f"{fmt_ratio(r.speedup)} · {_pct(r.efficiency)}"
+                               + (f" {NOISY_MARK}" if r.noisy else ""), bool(r.noisy),
+                               f"{int(r.threads)} threads"),
+                "CPU thread scaling",
+                "Speedup over 1 thread · parallel efficiency (speedup / threads), by thread "
+                "count ('all' is every usable core).",
+                col_header=lambda x: f"threads={x}"))
+        out.append(Section(f"op-{op}", op, tables=tuple(x for x in found if x is not None),
+                           priority=4))
+    return out
+
+
+def _autograd_section(rep: Report) -> Section | None:
+    from bench_suite.cases import BACKENDS
+
+    found = []
+    bf = rep.tables["backward_forward"]
+    if not bf.empty:
+        theory = bf.groupby("op", sort=False)["theory"].first()
+        keys = [*_series_key(bf), ("op", "op"), ("dtype", "dtype"), ("size", "size"),
+                ("threads_label", "threads")]
+        found.append(_pivot(
+            bf, keys, "backend", _present(bf["backend"], BACKENDS),
+            lambda r: _ratio_cell(r.ratio, r.noisy), "Backward time / forward time",
+            "Backward pass over the plain (no_grad) forward of the same backend. Work ratio: "
+            + ", ".join(f"{op} {v:.3g}" for op, v in theory.items())
+            + " (FLOPs for matmul, bytes for the Hadamard product)."))
+    ah = rep.tables["autograd_vs_hand"]
+    if not ah.empty:
+        keys = [*_series_key(ah), ("op", "op"), ("dtype", "dtype"), ("size", "size"),
+                ("threads_label", "threads")]
+        found.append(_pivot(
+            ah, keys, "backend", _present(ah["backend"], BACKENDS),
+            lambda r: _ratio_cell(r.ratio, r.noisy), "torch autograd / numpy hand-derived gradients",
+            "Time of torch's autograd backward over numpy computing the same gradients by hand; "
+            "above 1 autograd is slower.", col_header=lambda b: f"{b} / numpy"))
+    gc = rep.tables["grad_cost"]
+    if not gc.empty:
+        keys = [*_series_key(gc), ("op", "op"), ("dtype", "dtype"), ("size", "size"),
+                ("threads_label", "threads")]
+        found.append(_pivot(
+            gc, keys, "backend", _present(gc["backend"], BACKENDS),
+            lambda r: _ratio_cell(r.ratio, r.noisy), "Cost of recording the graph (grad / no_grad)",
+            "Forward time with autograd recording over the plain forward; above 1 recording "
+            "costs time."))
+    found = [x for x in found if x is not None]
+    if not found:
+        return None
+    return Section("autograd", "Autograd", tables=tuple(found), priority=3)
+
+
+def _headline_section(rep: Report) -> Section | None:
+    h = rep.tables["headline"]
+    if h.empty:
+        return None
+    keys = [*_series_key(h), ("op", "op"), ("dtype", "dtype"), ("size", "size")]
+    whats = list(dict.fromkeys(h["what"]))
+    whats.sort(key=lambda w: (":" in w, w))  # backend pairs first, then thread speedups
+
+    def cell(r: Any) -> Cell:
+        c = _ratio_cell(r.value, r.noisy)
+        if r.threads is not None and not _isna(r.threads) and c.text != "-":
+            return Cell(f"{c.text} on {int(r.threads)}", c.noisy, c.title)
+        return c
+
+    table = _pivot(h, keys, "what", whats, cell, "Parallel speedups at the largest size",
+                   "At every core, plain forward or backward pass. 'X / Y': Y's time over X's; "
+                   "'all threads / 1': speedup of all cores over one, on N cores.")
+    return Section("headline", "Headline", tables=(table,) if table else (), priority=1)
+
+
+def _isna(value: Any) -> bool:
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+_PEAK_HEADERS = {"peak_gflops": "measured peak GFLOP/s", "peak_gbps": "measured peak GB/s",
+                 "datasheet_gflops": "datasheet GFLOP/s", "datasheet_gbps": "datasheet GB/s"}
+
+
+def _peaks_section(rep: Report) -> Section | None:
+    p = rep.tables["peaks"]
+    if p.empty:
+        return None
+    cols = [c for c in _PEAK_HEADERS if c in p.columns]
+    keys = ("series", "device", "dtype", "threads_label")
+    header = ("machine", "device", "dtype", "threads", *(_PEAK_HEADERS[c] for c in cols))
+    rows = tuple(
+        (*(Cell(_key_text(getattr(r, k)), left=True) for k in keys),
+         *(Cell(fmt_rate(float(getattr(r, c)), "").strip()) for c in cols))
+        for r in p.itertuples(index=False)
+    )
+    table = DisplayTable("Known peaks", header, rows,
+                         "The ceilings drawn in the throughput figure (from bench_suite.roofline).", 4)
+    return Section("peaks", "Device peaks", tables=(table,), priority=6)
+
+
+def _noisy_section(rep: Report) -> Section:
+    n = rep.tables["noisy"]
+    if n.empty:
+        return Section("noisy", "Noisy cells", intro="No noisy cells.", priority=2)
+    rows = tuple(
+        (Cell(str(r.series), left=True), Cell(str(r.case_id), left=True), Cell(fmt_time(r.median_s)),
+         Cell(f"±{r.rel_ci:.1%}"), Cell(_pct(r.rel_iqr)), Cell(str(r.n_samples)),
+         Cell("yes" if r.converged else "no"))
+        for r in n.itertuples(index=False)
+    )
+    table = DisplayTable("Noisy cells", ("machine", "case", "median", "95% CI", "IQR / median",
+                                         "samples", "converged"), rows, NOISY_NOTE, 2)
+    return Section("noisy", "Noisy cells", tables=(table,), priority=2)
+
+
+def _problems_section(rep: Report) -> Section:
+    p = rep.tables["problems"]
+    if p.empty:
+        return Section("problems", "Skipped and failed cases", intro="Every case ran.", priority=1)
+    rows = []
+    for r in p.itertuples(index=False):
+        ids = list(r.case_ids)
+        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        rows.append((Cell(str(r.series), left=True), Cell(str(r.status), left=True),
+                     Cell(str(r.reason) or "(no reason given)", left=True), Cell(str(r.count)),
+                     Cell(shown, left=True, title="\n".join(ids))))
+    table = DisplayTable("Skipped and failed cases", ("machine", "status", "reason", "cases",
+                                                      "which"), tuple(rows),
+                         "Failed: the case raised or its result was wrong (not timed). "
+                         "Skipped: the backend cannot run it here.", 3)
+    return Section("problems", "Skipped and failed cases", tables=(table,), priority=1)
+
+
+def _runs_section(rep: Report) -> Section:
+    rows = tuple(
+        (Cell(i.series, left=True), Cell(i.run_id, left=True), Cell(i.created_at, left=True),
+         Cell(i.cpu or "-", left=True), Cell(i.cores or "-"), Cell(i.gpus or "-", left=True),
+         Cell(f"{i.counts['ok']} / {i.counts['skipped']} / {i.counts['failed']}"),
+         Cell("yes" if i.complete else "no (interrupted)", left=True))
+        for i in rep.runs
+    )
+    table = DisplayTable("", ("machine", "run", "started", "CPU", "cores", "GPU",
+                                  "ok / skipped / failed", "complete"), rows, left_cols=4)
+    items = tuple(f"run on {i.series}: {i.command}" for i in rep.runs if i.command)
+    return Section("runs", "Runs", tables=(table,), priority=0, items=items)
+
+
+def _environment_section(rep: Report) -> Section:
+    details = tuple(
+        (f"{i.series} · {i.run_id}", tuple((k, v) for k, v in (
+            ("source", i.source), ("file", i.path), ("OS", i.os), ("Python", i.python),
+            ("memory", i.memory), ("packages", i.packages), ("BLAS", i.blas),
+            ("environment variables", i.env_vars), ("command", i.command),
+        ) if v))
+        for i in rep.runs
+    )
+    return Section("environment", "Environment", details=details, priority=7)
+
+
+def sections(rep: Report) -> list[Section]:
+    """The report's content as display tables of plain strings, in page order."""
+    out: list[Section | None] = [
+        _runs_section(rep),
+        _headline_section(rep),
+        Section("figures", "Figures", figures=True, priority=6),
+        *_op_sections(rep),
+        _autograd_section(rep),
+        _peaks_section(rep),
+        _noisy_section(rep),
+        _problems_section(rep),
+        _environment_section(rep),
+    ]
+    return [s for s in out if s is not None]
+
+
+# --- 3a. HTML -------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1f24;
+margin:0 auto;max-width:1280px;padding:16px 24px;background:#fff}
+h1{font-size:24px;margin:8px 0}h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #d0d7de}
+h3{font-size:15px;margin:18px 0 6px}p.meta{color:#57606a;margin:2px 0}
+nav a{margin-right:12px}code{background:#f6f8fa;padding:1px 4px;border-radius:4px}
+table{border-collapse:collapse;margin:6px 0 4px;font-size:13px}
+th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}
+th{background:#f6f8fa}td.l,th.l{text-align:left}tr:nth-child(even) td{background:#fafbfc}
+td.noisy{background:#fff3cd!important}p.caption{color:#57606a;font-size:12px;margin:2px 0 12px}
+figure{margin:12px 0 24px}figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
+figcaption{color:#57606a;font-size:12px}.tw{overflow-x:auto;max-width:100%}
+details{margin:4px 0}dt{font-weight:600}dd{margin:0 0 4px 16px}
+"""
+
+
+_h = html_text
+
+
+def _html_table(t: DisplayTable) -> str:
+    left = [c.left for c in t.rows[0]] if t.rows else [i < t.left_cols for i in range(len(t.header))]
+    head = "".join(f'<th class="l">{_h(h)}</th>' if x else f"<th>{_h(h)}</th>"
+                   for h, x in zip(t.header, left, strict=True))
+    body = []
+    for row in t.rows:
+        cells = []
+        for c in row:
+            cls = " ".join(x for x in ("l" if c.left else "", "noisy" if c.noisy else "") if x)
+            attrs = (f' class="{cls}"' if cls else "") + (f' title="{_h(c.title)}"' if c.title else "")
+            cells.append(f"<td{attrs}>{_h(c.text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    caption = f'<p class="caption">{_h(t.caption)}</p>' if t.caption else ""
+    title = f"<h3>{_h(t.title)}</h3>\n" if t.title else ""
+    # wide tables scroll inside their own box rather than widening the page
+    return (f'{title}<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>\n'
+            + "\n".join(body) + f"\n</tbody></table></div>\n{caption}")
+
+
+def _html_figure(f: RenderedFigure) -> str:
+    data = base64.b64encode(f.png).decode("ascii")
+    return (f'<figure id="fig-{_h(f.spec.name)}"><img src="data:image/png;base64,{data}" '
+            f'alt="{_h(f.spec.title)}" width="{f.width_px}" height="{f.height_px}">'
+            f"<figcaption><b>{_h(f.spec.title)}.</b> {_h(f.spec.caption)}</figcaption></figure>")
+
+
+def to_html(rep: Report, secs: Sequence[Section] | None = None) -> str:
+    secs = sections(rep) if secs is None else secs
+    nav = " ".join(f'<a href="#{_h(s.id)}">{_h(s.title)}</a>' for s in secs)
+    machines = ", ".join(dict.fromkeys(i.series for i in rep.runs))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        # no network, no scripts: forbid both, so even an escaping bug could not fetch anything
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "img-src data:; style-src 'unsafe-inline'\">",
+        f"<title>bench-suite report: {_h(machines)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<header><h1>bench-suite report</h1>",
+        f'<p class="meta">Machines: {_h(machines) or "-"} · generated {_h(rep.generated_at)}</p>',
+    ]
+    if rep.command:
+        parts.append(f'<p class="meta">Made by: <code>{_h(rep.command)}</code></p>')
+    parts.append(f"<nav>{nav}</nav></header>")
+    for s in secs:
+        parts.append(f'<section id="{_h(s.id)}"><h2>{_h(s.title)}</h2>')
+        if s.intro:
+            parts.append(f"<p>{_h(s.intro)}</p>")
+        if s.items:
+            parts.append("<ul>" + "".join(f"<li><code>{_h(x)}</code></li>" for x in s.items) + "</ul>")
+        if s.figures:
+            parts.extend(_html_figure(f) for f in rep.figures)
+            if not rep.figures:
+                parts.append("<p>No figures: nothing was measured (or none was asked for).</p>")
+        parts.extend(_html_table(t) for t in s.tables)
+        for title, pairs in s.details:
+            dl = "".join(f"<dt>{_h(k)}</dt><dd>{_h(v)}</dd>" for k, v in pairs)
+            parts.append(f"<details><summary>{_h(title)}</summary><dl>{dl}</dl></details>")
+        parts.append("</section>")
+    parts.append(f'<p class="caption">{_h(NOISY_NOTE)}</p></body></html>')
+    return "\n".join(parts) + "\n"
+
+
+# --- 3b. Markdown ---------------------------------------------------------------------------
+
+md_escape = md_text  # every string, ours or from a run file, goes through report/escape.py
+
+
+def _md_code(text: str) -> str:
+    """An inline code span: its content is literal, except a backtick (which would end it)."""
+    s = "".join(ch if ch.isprintable() else " " for ch in text).replace("`", "'")
+    return f"`{s}`"
+
+
+def _md_table(t: DisplayTable) -> str:
+    head = "| " + " | ".join(md_cell(h) for h in t.header) + " |"
+    left = [c.left for c in t.rows[0]] if t.rows else [i < t.left_cols for i in range(len(t.header))]
+    align = "| " + " | ".join(":--" if x else "--:" for x in left) + " |"
+    rows = ["| " + " | ".join(md_cell(c.text) for c in row) + " |" for row in t.rows]
+    out = [f"**{md_escape(t.title)}**", ""] if t.title else []
+    out += [head, align, *rows]
+    if t.caption:
+        out += ["", f"<sub>{md_escape(t.caption)}</sub>"]
+    return "\n".join(out)
+
+
+def _md_section(rep: Report, s: Section) -> str:
+    out = [f"### {md_escape(s.title)}"]
+    if s.intro:
+        out.append(md_escape(s.intro))
+    for x in s.items:
+        out.append(f"- {md_escape(x)}")
+    if s.figures:
+        # relative links: they work where the report folder is browsed (a repository, an
+        # artifact); a job summary cannot show local images, so no broken <img> there
+        out.append(" · ".join(f"[{md_escape(f.spec.title)}](figures/{f.spec.name}.png)"
+                              for f in rep.figures) or "No figures.")
+    for t in s.tables:
+        out.append(_md_table(t))
+    for title, pairs in s.details:
+        out.append(f"- **{md_escape(title)}**: "
+                   + "; ".join(f"{md_escape(k)}: {md_escape(v)}" for k, v in pairs))
+    return "\n\n".join(out)
+
+
+def to_markdown(rep: Report, secs: Sequence[Section] | None = None,
+                limit: int = MARKDOWN_LIMIT) -> str:
+    secs = list(sections(rep) if secs is None else secs)
+    machines = ", ".join(dict.fromkeys(i.series for i in rep.runs))
+    head = [f"## bench-suite report: {md_escape(machines)}", ""]
+    if rep.command:
+        head += [f"Made by {_md_code(rep.command)} · generated {md_escape(rep.generated_at)}.", ""]
+    else:
+        head += [f"Generated {md_escape(rep.generated_at)}.", ""]
+    head.append("The full report, with figures, is `index.html` beside this file; every number "
+                "is in `results.csv`.")
+    bodies = {s.id: _md_section(rep, s) for s in secs}
+    dropped: list[Section] = []
+    # Shorten from the least important end until the summary fits a pull-request comment.
+    by_priority = sorted(secs, key=lambda s: -s.priority)
+    while sum(len(b) + 2 for b in bodies.values()) + 400 > limit and by_priority:
+        victim = by_priority.pop(0)
+        if victim.priority == 0:
+            break
+        dropped.append(victim)
+        bodies.pop(victim.id, None)
+    parts = ["\n".join(head), *(bodies[s.id] for s in secs if s.id in bodies)]
+    if dropped:
+        parts.append("_Left out to fit a comment (see index.html): "
+                     + ", ".join(md_escape(s.title) for s in dropped) + "._")
+    parts.append(f"<sub>{md_escape(NOISY_NOTE)}</sub>")
+    text = "\n\n".join(parts) + "\n"
+    return text if len(text) <= limit else text[: limit - 40] + "\n\n(truncated)\n"
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def write_report(runs: Sequence[Run], out_dir: str | Path, command: str | None = None,
+                 frame: pd.DataFrame | None = None, with_figures: bool = True) -> Path:
+    """Write ``index.html``, ``summary.md``, ``results.csv`` and ``figures/*.png`` under
+    ``out_dir``; return the path of ``index.html``. ``command``: the command line that made the
+    report, printed in it so a reader can make it again. ``frame``: see :func:`build_report`."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"cannot write a report to {out}: it is a file, not a folder")
+    rep = build_report(runs, command, with_figures=with_figures, frame=frame)
+    secs = sections(rep)
+    page = to_html(rep, secs)
+    summary = to_markdown(rep, secs)
+    csv = rep.frame.to_csv(index=False)
+    figdir = out / "figures"
+    try:
+        figdir.mkdir(parents=True, exist_ok=True)
+        written = set()
+        for f in rep.figures:
+            path = figdir / f"{f.spec.name}.png"
+            path.write_bytes(f.png)
+            written.add(path.name)
+        _remove_stale_figures(figdir, written)
+        for name, text in (("results.csv", csv), ("summary.md", summary), ("index.html", page)):
+            atomic_write_text(out / name, text)
+            _readable(out / name)
+    except OSError as exc:
+        raise OutputError(f"cannot write a report to {out}: {exc.strerror or exc}") from None
+    return out / "index.html"
+
+
+def _readable(path: Path) -> None:
+    """A report is for sharing: the mode a plain ``open`` would give (``atomic_write_text``'s
+    temporary file is private, 0600), not owner-only."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def _remove_stale_figures(figdir: Path, keep: set[str]) -> None:
+    """A figure that has nothing to show this time must not survive from an older report."""
+    from bench_suite.report.figures import registered
+
+    for spec in registered():
+        path = figdir / f"{spec.name}.png"
+        if path.name not in keep and path.exists():
+            path.unlink()
