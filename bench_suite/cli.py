@@ -340,7 +340,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     from bench_suite import env as env_mod
-
     from bench_suite.backends.torch_backend import torch_installed
 
     info = env_mod.collect(args.machine, torch=torch_installed())
@@ -544,7 +543,14 @@ class _RichProgress:
 
     def __enter__(self) -> _RichProgress:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = Console(stderr=True, highlight=False)
         self._progress = Progress(

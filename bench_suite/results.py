@@ -488,7 +488,7 @@ def _row(run: Run, m: Measurement) -> dict[str, Any]:
         "case_id": c.id,
         "op": c.op,
         "backend": c.backend,
-        "device": "cuda:%d" % _cuda_index(c.backend) if cuda else "cpu",
+        "device": f"cuda:{_cuda_index(c.backend)}" if cuda else "cpu",
         "device_name": m.device_name,
         "dtype": c.dtype,
         "m": c.m,

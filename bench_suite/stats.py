@@ -85,12 +85,12 @@ def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
         z = math.sqrt(2) * _erfinv(confidence)
         lo = max(0, math.floor(n / 2 - z * math.sqrt(n) / 2) - 1)
         return lo, n - 1 - lo
-    # l: the largest 1-based rank with P(B <= l - 1) <= alpha/2; then [x_(l), x_(n+1-l)]
+    # rank: the largest 1-based r with P(B <= r - 1) <= alpha/2; then [x_(r), x_(n+1-r)]
     # (1-based) covers at least 1 - alpha.
-    l = 0
-    while l + 1 <= n // 2 and _binom_half_cdf(l, n) <= alpha / 2:
-        l += 1
-    lo = max(l - 1, 0)
+    rank = 0
+    while rank + 1 <= n // 2 and _binom_half_cdf(rank, n) <= alpha / 2:
+        rank += 1
+    lo = max(rank - 1, 0)
     return lo, n - 1 - lo
 
 

@@ -10,7 +10,7 @@ from bench_suite.backends.base import Availability, Backend, Prepared
 from bench_suite.cases import is_cuda_backend, validate_backend
 from bench_suite.errors import UsageError
 
-__all__ = ["Availability", "Backend", "Prepared", "get_backend", "FACTORIES"]
+__all__ = ["FACTORIES", "Availability", "Backend", "Prepared", "get_backend"]
 
 
 def _numpy() -> Backend:
