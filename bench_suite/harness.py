@@ -59,7 +59,18 @@ class Unavailable(Exception):
 
 
 class WrongResult(Exception):
-    """The case's result differs from the float64 reference beyond its dtype's tolerance."""
+    """The case's result differs from the float64 reference beyond its dtype's tolerance.
+
+    Carries what the check found, so the runner can record it in the measurement."""
+
+    def __init__(self, message: str, rel_error: float, tolerance: float, check: str,
+                 threads: int | None, device_name: str):
+        super().__init__(message)
+        self.rel_error = rel_error
+        self.tolerance = tolerance
+        self.check = check
+        self.threads = threads
+        self.device_name = device_name
 
 
 @dataclass
@@ -142,13 +153,14 @@ def ready(case: Case, seed: int = 0, backend: Backend | None = None) -> ReadyCas
     del inputs  # the float64 masters; prepared.inputs holds what the device holds
     try:
         device_name = backend.device_name()
-        with backend.threads(case.threads):
+        with backend.threads(case.threads) as applied:
             outputs = prepared.run_once()
-        # The reference runs outside the case's thread count, as in the runner.
+        # The reference runs outside the case's thread count: all cores for the float64 product.
         err, check = ops.relative_error(case, prepared.inputs, outputs, seed)
         del outputs
         if not err <= tol:  # "not <=" so that NaN fails too
-            raise WrongResult(f"{case.id}: wrong result: relative error {err:.3g} > tolerance {tol:g}")
+            raise WrongResult(f"wrong result: relative error {err:.3g} > tolerance {tol:g}",
+                              err, tol, check, applied, device_name)
         stack = contextlib.ExitStack()
         applied = stack.enter_context(backend.threads(case.threads))
     except BaseException:

@@ -9,7 +9,7 @@ backend cannot run becomes ``skipped`` with the backend's reason. Nothing is dro
 from __future__ import annotations
 
 import datetime as _dt
-import gc
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench_suite import env as env_mod
-from bench_suite import ops
+from bench_suite import harness, ops
 from bench_suite.backends import Backend, get_backend
-from bench_suite.cases import Case, is_cuda_backend
+from bench_suite.cases import Case
 from bench_suite.errors import OutputError
 from bench_suite.gpu_options import TimingOptions, time_case
 from bench_suite.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter
@@ -96,72 +96,42 @@ def run_case(
                            wall_s=time.perf_counter() - t0, **kw)
 
     try:
-        avail = backend.availability(case)
-    except Exception as exc:  # an availability probe that itself fails still says why
-        return done("skipped", f"availability check failed: {_describe(exc)}")
-    if not avail.ok:
-        return done("skipped", avail.reason)
-
-    tol = ops.TOLERANCE[case.dtype]
-    prepared = None
-    try:
-        device_name = backend.device_name()
-        inputs = ops.make_inputs(case, options.seed)
-        backend.reset_peak_memory()
-        prepared = backend.prepare(case, inputs)
-        del inputs  # the float64 masters; prepared.inputs holds what the device holds
-        with backend.threads(case.threads) as applied:
-            outputs = prepared.run_once()
-            # The reference runs after the op (all cores are back for the float64 product).
-        err, check = ops.relative_error(case, prepared.inputs, outputs, options.seed)
-        del outputs
-        if not err <= tol:  # "not <=" so that NaN fails too
-            return done("failed", f"wrong result: relative error {err:.3g} > tolerance {tol:g}",
-                        rel_error=err if err == err and err != float("inf") else None,
-                        tolerance=tol, check=check, device_name=device_name, threads=applied)
-        with backend.threads(case.threads) as applied:
-            timing, extra = time_case(case, backend, prepared, options.timing, clock, options.gpu)
-        peak = backend.peak_memory_bytes()
-        return done(
-            "ok",
-            samples_s=timing.samples_s,
-            number=timing.number,
-            warmup_calls=timing.warmup_calls,
-            stop=timing.stop,
-            rel_error=err,
-            tolerance=tol,
-            check=check,
-            threads=applied,
-            peak_mem_bytes=peak if peak is not None else ops.footprint_bytes(case),
-            device_name=device_name,
-            extra=extra,
-        )
+        with harness.ready(case, options.seed, backend) as ready:
+            timing, extra = time_case(case, backend, ready.prepared, options.timing, clock, options.gpu)
+            peak = ready.peak_memory_bytes()
+    except harness.Unavailable as why:
+        return done("skipped", str(why))
+    except harness.WrongResult as wrong:
+        finite = math.isfinite(wrong.rel_error)
+        return done("failed", str(wrong), rel_error=wrong.rel_error if finite else None,
+                    tolerance=wrong.tolerance, check=wrong.check, threads=wrong.threads,
+                    device_name=wrong.device_name)
     except Exception as exc:  # recorded, never hidden: the case is failed, the sweep goes on
-        return done("failed", _describe(exc))
-    finally:
-        if prepared is not None:
-            prepared.release()
-        if is_cuda_backend(case.backend):
-            _release_cuda()
+        return done("failed", describe_error(exc))
+    return done(
+        "ok",
+        samples_s=timing.samples_s,
+        number=timing.number,
+        warmup_calls=timing.warmup_calls,
+        stop=timing.stop,
+        rel_error=ready.rel_error,
+        tolerance=ready.tolerance,
+        check=ready.check,
+        threads=ready.threads,
+        peak_mem_bytes=peak if peak is not None else ops.footprint_bytes(case),
+        device_name=ready.device_name,
+        extra=extra,
+    )
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed case: the exception's type and first line, OOM named as such."""
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
     name = type(exc).__name__
     if isinstance(exc, MemoryError) or "out of memory" in first.lower():
         return f"out of memory: {name}: {first}"[:500]
     return f"{name}: {first}"[:500]
-
-
-def _release_cuda() -> None:
-    gc.collect()
-    try:
-        import torch
-
-        torch.cuda.empty_cache()
-    except Exception:  # nothing to release where CUDA itself is broken
-        pass
 
 
 def run_cases(
