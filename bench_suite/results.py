@@ -515,8 +515,8 @@ def _row(run: Run, m: Measurement) -> dict[str, Any]:
         "flops": m.flops,
         "bytes": m.bytes,
         "intensity": m.flops / m.bytes,
-        "gflops": m.flops / median / 1e9 if ok else math.nan,
-        "gbps": m.bytes / median / 1e9 if ok else math.nan,
+        "gflops": _rate(m.flops, median) if ok else math.nan,
+        "gbps": _rate(m.bytes, median) if ok else math.nan,
         "rel_error": m.rel_error if m.rel_error is not None else math.nan,
         "tolerance": m.tolerance if m.tolerance is not None else math.nan,
         "peak_mem_bytes": m.peak_mem_bytes,
@@ -525,6 +525,15 @@ def _row(run: Run, m: Measurement) -> dict[str, Any]:
         "created_at": run.created_at,
         "throttled": _throttled(m.extra),
     }
+
+
+def _rate(work: int, seconds: float) -> float:
+    """Work per second in units of 1e9; NaN where a (subnormal) time makes it infinite."""
+    try:
+        rate = work / seconds / 1e9
+    except (ZeroDivisionError, OverflowError):
+        return math.nan
+    return rate if math.isfinite(rate) else math.nan
 
 
 def _cuda_index(backend: str) -> int:

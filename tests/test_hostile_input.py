@@ -259,11 +259,7 @@ ABSURD: dict[str, Callable[[dict[str, Any]], None]] = {
 
 
 #: Known crashes, each to be fixed where it is; strict: the test says when the fix lands.
-_KNOWN = {
-    "samples of 5e-324 s": pytest.mark.xfail(
-        strict=True, reason="report/figures.py: a subnormal median gives infinite GFLOP/s and "
-        "matplotlib's 'Data cannot be log-scaled' escapes `bench-suite report`"),
-}
+_KNOWN: dict[str, pytest.MarkDecorator] = {}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_KNOWN.get(n, ())) for n in ABSURD])

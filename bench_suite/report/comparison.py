@@ -308,7 +308,8 @@ def comparison_figure(c: Comparison) -> Figure | None:
         ax.errorbar(x, [y for y, _ in sel], xerr=[lo, hi], fmt="o", ms=4, capsize=2,
                     color=VERDICT_COLOURS[verdict], label=verdict)
     ax.set_xscale("log")
-    values = [v for p in pairs for v in (p.ratio, p.ci_low, p.ci_high) if math.isfinite(v) and v > 0]
+    # plottable ratios only: a ratio of subnormal medians can be 0 or inf, which no log axis holds
+    values = [v for p in pairs for v in (p.ratio, p.ci_low, p.ci_high) if 1e-12 < v < 1e12]
     span = max([*values, o.upper]) / min([*values, o.lower])
     pad = span ** 0.04  # 4% of the axis on each side, so edge points keep their markers
     lo_x = min([*values, o.lower]) / pad
