@@ -8,6 +8,7 @@ in :func:`main` and nowhere else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -241,7 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.update(measure.config())
     progress = None if args.quiet else _RichProgress()
     try:
-        with progress or _nullcontext():
+        with progress or contextlib.nullcontext():
             run = runner.run_sweep(cases, path, options, machine, config, progress,
                                    measure_case=measure)
     except runner.RunInterrupted as stop:
@@ -279,7 +280,7 @@ def _resume(args: argparse.Namespace) -> int:
           f"{len(state.cases)} cases done, {len(state.remaining)} to go", file=sys.stderr)
     progress = None if args.quiet else _RichProgress()
     try:
-        with progress or _nullcontext():
+        with progress or contextlib.nullcontext():
             run = resume.resume_run(state, progress, measure,
                                     config=measure.config() if measure else None)
     except runner.RunInterrupted as stop:
@@ -420,7 +421,6 @@ def _square_sizes(text: str) -> tuple[int, ...]:
 
 
 def _print_peaks(table: Any, result: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"peaks of {result.machine}", title_justify="left")
@@ -433,7 +433,7 @@ def _print_peaks(table: Any, result: Any) -> None:
                   f"{r.reference} {r.reference_gflops:,.1f}" if r.reference else "-",
                   "-" if r.pct_of_reference != r.pct_of_reference else f"{r.pct_of_reference:.0f}%",
                   "-" if r.implied_clock_ghz != r.implied_clock_ghz else f"{r.implied_clock_ghz:.2f} GHz")
-    console = Console(highlight=False, soft_wrap=False)
+    console = _stdout_console()
     console.print(t)
     for note in result.config.get("notes", []):
         console.print(f"not measured: {note}")
@@ -453,12 +453,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _print_profile(result: Any, top: int) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from bench_suite.report.format import fmt_time
 
-    console = Console(highlight=False, soft_wrap=False)
+    console = _stdout_console()
     t = Table(title=f"{result.tool}: {result.case.id}, {result.calls} calls "
               f"({fmt_time(result.wall_s / result.calls)} per call)", title_justify="left")
     t.add_column("name")
@@ -496,8 +495,14 @@ def _print_tree(obj: Any, indent: int = 0) -> None:
                 print(f"{pad}- {item}")
 
 
-def _print_summary(run: Any) -> None:
+def _stdout_console() -> Any:
     from rich.console import Console
+
+    # not a terminal (CI logs, pipes): wide enough that case ids and tables are never cut
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _print_summary(run: Any) -> None:
     from rich.table import Table
 
     from bench_suite import roofline
@@ -507,35 +512,30 @@ def _print_summary(run: Any) -> None:
 
     frame = roofline.add_roofline_columns(to_frame([run]), roofline.peaks_for_runs([run]))
     summary = tables.run_summary(frame)
+    # "% peak" only where measured peaks exist (bench-suite peaks, saved beside the run)
+    with_peak = "pct_of_peak" in summary and bool(summary["pct_of_peak"].notna().any())
     table = Table(title=f"run {run.run_id} on {run.machine}", title_justify="left")
-    for col in ("case", "median", "±", "rate", "vs numpy", "% peak", "note"):
+    cols = ("case", "median", "±", "rate", "vs numpy", *(("% peak",) if with_peak else ()), "note")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("case", "note") else "right",
                          no_wrap=col == "case")
     skipped: dict[str, int] = {}
     for row in summary.itertuples(index=False):
         if row.status == "ok":
-            note = "noisy" if row.noisy else ""
-            pct = getattr(row, "pct_of_peak", float("nan"))  # measured peaks: bench-suite peaks
+            pct = getattr(row, "pct_of_peak", float("nan"))
+            peak = ("-" if pct != pct else f"{pct:.0f}%",) if with_peak else ()
             table.add_row(row.case_id, fmt_time(row.median_s), f"{row.rel_ci:.1%}",
                           fmt_rate(row.rate, row.rate_unit), fmt_ratio(row.speedup_vs_numpy),
-                          "-" if pct != pct else f"{pct:.0f}%", note)
+                          *peak, "noisy" if row.noisy else "")
         elif row.status == "skipped":
             skipped[row.reason] = skipped.get(row.reason, 0) + 1
         else:
-            table.add_row(row.case_id, "-", "", "", "", "", f"failed: {row.reason}")
-    # not a terminal (CI logs, pipes): wide enough that case ids are never cut
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+            table.add_row(row.case_id, "-", "", "", "", *(("",) if with_peak else ()),
+                          f"failed: {row.reason}")
+    console = _stdout_console()
     console.print(table)
     for reason, count in skipped.items():
         console.print(f"skipped {count} case{'s' if count > 1 else ''}: {reason}")
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class _RichProgress:

@@ -93,11 +93,17 @@ def per_case_seconds() -> dict[str, float]:
                     "--time-budget", "1.0", "--out", str(tmp)], check=True, stdout=subprocess.DEVNULL)
     df = load_results([tmp])
     df = df[(df.status == "ok") & (df.median_s >= 100e-6)]
+    conv = df[df.converged]
+    for row in df.itertuples():
+        print(f"|   {row.case_id} | {row.median_s * 1e3:.3f} ms | ±{row.rel_ci:.2%} | {row.n_samples} samples "
+              f"| {row.wall_s:.3f} s | {'converged' if row.converged else 'budget'} |")
     return {
         "cases": float(len(df)),
         "median_wall_s": float(df.wall_s.median()),
         "max_wall_s": float(df.wall_s.max()),
         "converged_fraction": float(df.converged.mean()),
+        "converged_median_wall_s": float(conv.wall_s.median()),
+        "converged_within_half_second": float((conv.wall_s <= 0.5).mean()),
         "median_samples": float(df.n_samples.median()),
     }
 
@@ -123,7 +129,8 @@ def main() -> None:
     res["per_case"] = pc = per_case_seconds()
     print(f"| per case, ops >= 100 µs, 1% target | median {pc['median_wall_s']:.3f} s, max "
           f"{pc['max_wall_s']:.3f} s over {pc['cases']:.0f} cases; {pc['converged_fraction']:.0%} converged, "
-          f"median {pc['median_samples']:.0f} samples |")
+          f"median {pc['median_samples']:.0f} samples; converged cases: median {pc['converged_median_wall_s']:.3f} s, "
+          f"{pc['converged_within_half_second']:.0%} within 0.5 s |")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=float))
     np.set_printoptions()
