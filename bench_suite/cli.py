@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -240,19 +240,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         measure = IsolatedMeasure(options, args.case_timeout)
         config.update(measure.config())
-    progress = None if args.quiet else _RichProgress()
-    try:
-        with progress or contextlib.nullcontext():
-            run = runner.run_sweep(cases, path, options, machine, config, progress,
-                                   measure_case=measure)
-    except runner.RunInterrupted as stop:
-        _print_interrupted(stop.run)
-        return EXIT_INTERRUPTED
-    _print_summary(run)
-    print(f"\nsaved {len(run.measurements)} measurements to {run.path}")
-    if args.report:
-        _write_report([run], Path(args.report))
-    return EXIT_OK
+    return _measure_and_print(
+        args, lambda progress: runner.run_sweep(cases, path, options, machine, config, progress,
+                                                measure_case=measure))
 
 
 #: ``run`` options that define a sweep or its settings: a resumed run keeps its saved ones.
@@ -262,7 +252,7 @@ _SAVED_WITH_THE_RUN = ("preset", "ops", "backends", "dtypes", "sizes", "threads"
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from bench_suite import resume, runner
+    from bench_suite import resume
     from bench_suite.isolation import IsolatedMeasure
 
     defaults = vars(create_parser().parse_args(["run"]))
@@ -278,12 +268,21 @@ def _resume(args: argparse.Namespace) -> int:
         measure = IsolatedMeasure(state.options, args.case_timeout or state.case_timeout_s)
     print(f"resuming run {state.run.run_id}: {len(state.cases) - len(state.remaining)} of "
           f"{len(state.cases)} cases done, {len(state.remaining)} to go", file=sys.stderr)
+    return _measure_and_print(
+        args, lambda progress: resume.resume_run(state, progress, measure,
+                                                 config=measure.config() if measure else None))
+
+
+def _measure_and_print(args: argparse.Namespace, execute: Callable[[Any], Any]) -> int:
+    """Run ``execute(progress)`` under the progress display; print its summary, or where an
+    interrupted run was saved; write the report if asked."""
+    from bench_suite.runner import RunInterrupted
+
     progress = None if args.quiet else _RichProgress()
     try:
         with progress or contextlib.nullcontext():
-            run = resume.resume_run(state, progress, measure,
-                                    config=measure.config() if measure else None)
-    except runner.RunInterrupted as stop:
+            run = execute(progress)
+    except RunInterrupted as stop:
         _print_interrupted(stop.run)
         return EXIT_INTERRUPTED
     _print_summary(run)

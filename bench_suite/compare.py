@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench_suite.env import lookup
 from bench_suite.errors import UsageError
 from bench_suite.results import Measurement, Run
 
@@ -477,14 +478,6 @@ ENV_FIELDS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
-def _get(obj: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
 def _text(value: Any) -> str:
     if value is None or value == "" or value == [] or value == {}:
         return ""
@@ -500,38 +493,38 @@ def _text(value: Any) -> str:
 def env_facts(run: Run) -> dict[str, str]:
     """The facts of a run's environment that change what is measured, as short strings."""
     env = run.env if isinstance(run.env, Mapping) else {}
-    gpus = _get(env, "torch", "gpus")
+    gpus = lookup(env, "torch", "gpus")
     gpus = [g for g in gpus if isinstance(g, Mapping)] if isinstance(gpus, list) else []
     blas = env.get("blas")
     blas = [b for b in blas if isinstance(b, Mapping)] if isinstance(blas, list) else []
-    timing = _get(run.config, "timing")
+    timing = lookup(run.config, "timing")
     facts = {
         "machine": run.machine,
-        "cpu_model": _text(_get(env, "cpu", "model")),
-        "cpu_cores": _text(_get(env, "cpu", "usable_cores")),
+        "cpu_model": _text(lookup(env, "cpu", "model")),
+        "cpu_cores": _text(lookup(env, "cpu", "usable_cores")),
         "gpus": _text([g.get("name") for g in gpus]),
         "gpu_memory": _text([f"{g['total_memory_bytes'] / 2**30:.0f} GiB" for g in gpus
                              if isinstance(g.get("total_memory_bytes"), (int, float))]),
         "gpu_driver": _text(sorted({_text(g.get("driver")) for g in gpus} - {""})),
-        "cuda": _text(_get(env, "torch", "cuda_build")),
-        "cudnn": _text(_get(env, "torch", "cudnn")),
-        "torch": _text(_get(env, "packages", "torch") or _get(env, "torch", "version")),
-        "numpy": _text(_get(env, "packages", "numpy")),
-        "scipy": _text(_get(env, "packages", "scipy")),
-        "python": _text(_get(env, "python", "version")),
+        "cuda": _text(lookup(env, "torch", "cuda_build")),
+        "cudnn": _text(lookup(env, "torch", "cudnn")),
+        "torch": _text(lookup(env, "packages", "torch") or lookup(env, "torch", "version")),
+        "numpy": _text(lookup(env, "packages", "numpy")),
+        "scipy": _text(lookup(env, "packages", "scipy")),
+        "python": _text(lookup(env, "python", "version")),
         "blas": _text([" ".join(_text(b.get(k)) for k in ("internal_api", "version", "architecture")
                                 if b.get(k)) for b in blas]),
         "blas_threads": _text([b.get("num_threads") for b in blas]),
-        "torch_threads": _text(_get(env, "torch", "num_threads")),
-        "tf32": _text([_get(env, "torch", k) for k in ("allow_tf32_matmul", "float32_matmul_precision")
-                       if _get(env, "torch", k) is not None]),
-        "os": _text(_get(env, "os", "release")),
+        "torch_threads": _text(lookup(env, "torch", "num_threads")),
+        "tf32": _text([lookup(env, "torch", k) for k in ("allow_tf32_matmul", "float32_matmul_precision")
+                       if lookup(env, "torch", k) is not None]),
+        "os": _text(lookup(env, "os", "release")),
         "env_vars": _text(env.get("env_vars")),
-        "bench_suite": _text(_get(env, "packages", "bench-suite")),
+        "bench_suite": _text(lookup(env, "packages", "bench-suite")),
         "source": run.source,
         "timing": _text({k: timing[k] for k in ("time_budget_s", "target_rel_ci", "min_samples")
                          if k in timing} if isinstance(timing, Mapping) else None),
-        "commit": _text(_get(env, "git", "commit"))[:12],
+        "commit": _text(lookup(env, "git", "commit"))[:12],
     }
     return facts
 

@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +242,11 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def gpu_names(env: dict[str, Any]) -> list[str]:
-    torch = env.get("torch")
-    gpus = torch.get("gpus", []) if isinstance(torch, dict) else []
-    return [g.get("name", "") for g in gpus if isinstance(g, dict)]
+def lookup(record: Any, *keys: str) -> Any:
+    """``record[k1][k2]...`` of an environment (or config) read from a file, or None where a
+    level is missing or not a mapping: files from other versions and machines vary."""
+    for key in keys:
+        if not isinstance(record, Mapping):
+            return None
+        record = record.get(key)
+    return record

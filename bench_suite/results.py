@@ -32,6 +32,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bench_suite import ops, stats
 from bench_suite.cases import Case, is_cuda_backend
+from bench_suite.env import lookup
 from bench_suite.errors import BenchSuiteError, OutputError, ResultsFileError
 
 if TYPE_CHECKING:
@@ -543,8 +544,7 @@ def _cuda_index(backend: str) -> int:
 
 
 def _env_cores(env: Mapping[str, Any]) -> int | None:
-    cpu = env.get("cpu") if isinstance(env, Mapping) else None
-    value = cpu.get("usable_cores") if isinstance(cpu, Mapping) else None
+    value = lookup(env, "cpu", "usable_cores")
     # env is free-form: a count beyond any machine (or a negative one) is no count at all
     ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 1 << 20
     return value if ok else None
@@ -557,8 +557,7 @@ def _throttled(extra: Mapping[str, Any]) -> bool:
 
 
 def _env_commit(env: Mapping[str, Any]) -> str:
-    git = env.get("git") if isinstance(env, Mapping) else None
-    value = git.get("commit") if isinstance(git, Mapping) else None
+    value = lookup(env, "git", "commit")
     return value if isinstance(value, str) else ""
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench_suite.env import lookup
 from bench_suite.errors import OutputError
 from bench_suite.report import tables
 from bench_suite.report.escape import html_text, md_cell, md_text
@@ -130,14 +131,6 @@ def build_report(runs: Sequence[Run], command: str | None = None, with_figures: 
     return Report(frame, infos, computed, rendered, command or "", now)
 
 
-def _get(obj: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
 def _text(value: Any) -> str:
     if value is None or isinstance(value, (dict, list)):
         return ""
@@ -146,23 +139,23 @@ def _text(value: Any) -> str:
 
 def _run_info(run: Run, series: str) -> RunInfo:
     env = run.env
-    argv = _get(run.config, "argv")
+    argv = lookup(run.config, "argv")
     command = ""
     if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
         command = "bench-suite " + shlex.join(argv)
-    mem = _get(env, "memory", "total_bytes")
-    gpus = _get(env, "torch", "gpus")
-    gpu_names = [_text(_get(g, "name")) for g in gpus] if isinstance(gpus, list) else []
-    packages = _get(env, "packages")
+    mem = lookup(env, "memory", "total_bytes")
+    gpus = lookup(env, "torch", "gpus")
+    gpu_names = [_text(lookup(g, "name")) for g in gpus] if isinstance(gpus, list) else []
+    packages = lookup(env, "packages")
     pkgs = ", ".join(f"{k} {v}" for k, v in packages.items()
                      if isinstance(v, str)) if isinstance(packages, Mapping) else ""
-    blas = _get(env, "blas")
+    blas = lookup(env, "blas")
     blas_text = "; ".join(
-        " ".join(_text(_get(b, k)) for k in ("internal_api", "version", "architecture")).strip()
-        + f" ({_text(_get(b, 'num_threads'))} threads)"
+        " ".join(_text(lookup(b, k)) for k in ("internal_api", "version", "architecture")).strip()
+        + f" ({_text(lookup(b, 'num_threads'))} threads)"
         for b in blas if isinstance(b, Mapping)
     ) if isinstance(blas, list) else ""
-    env_vars = _get(env, "env_vars")
+    env_vars = lookup(env, "env_vars")
     counts = {s: sum(m.status == s for m in run.measurements) for s in ("ok", "skipped", "failed")}
     return RunInfo(
         series=series,
@@ -173,12 +166,12 @@ def _run_info(run: Run, series: str) -> RunInfo:
         complete=run.complete,
         path=run.path,
         command=command,
-        cpu=_text(_get(env, "cpu", "model")),
-        cores=_text(_get(env, "cpu", "usable_cores")),
+        cpu=_text(lookup(env, "cpu", "model")),
+        cores=_text(lookup(env, "cpu", "usable_cores")),
         memory=f"{mem / 2**30:.1f} GiB" if isinstance(mem, (int, float)) and mem > 0 else "",
         gpus=", ".join(n for n in gpu_names if n),
-        os=_text(_get(env, "os", "platform")),
-        python=_text(_get(env, "python", "version")),
+        os=_text(lookup(env, "os", "platform")),
+        python=_text(lookup(env, "python", "version")),
         packages=pkgs,
         blas=blas_text,
         env_vars=", ".join(f"{k}={_text(v)}" for k, v in env_vars.items())
