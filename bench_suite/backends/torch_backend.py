@@ -147,10 +147,30 @@ class _CudaDevice:
     def synchronize(self) -> None:
         _torch().cuda.synchronize(self.index)
 
-    def event(self) -> Any:
+    def event(self) -> _CudaEvent:
+        return _CudaEvent(self.index)
+
+
+class _CudaEvent:
+    """A timing event recorded on *this card's* current stream.
+
+    ``torch.cuda.Event.record()`` without a stream uses the current device's stream; for
+    ``torch-cuda:1`` while device 0 is current that would time the wrong card (or fail)."""
+
+    def __init__(self, index: int):
         torch = _torch()
-        with torch.cuda.device(self.index):
-            return torch.cuda.Event(enable_timing=True)
+        self.index = index
+        with torch.cuda.device(index):
+            self._event = torch.cuda.Event(enable_timing=True)
+
+    def record(self) -> None:
+        self._event.record(_torch().cuda.current_stream(self.index))
+
+    def synchronize(self) -> None:
+        self._event.synchronize()
+
+    def elapsed_time(self, end: _CudaEvent) -> float:
+        return float(self._event.elapsed_time(end._event))
 
 
 class TorchCudaBackend(_TorchBackend):
