@@ -232,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = runner.resolve_out(args.out, machine, run_id)
     gpu = _gpu_options(args)
     options = runner.RunOptions(seed=args.seed, timing=timing, gpu=gpu)
-    config = {"preset": args.preset, "argv": sys.argv[1:], "cases": len(cases),
+    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases),
               "gpu_options": dataclasses.asdict(gpu)}
     measure = None
     if args.isolate:
@@ -288,7 +288,7 @@ def _measure_and_print(args: argparse.Namespace, execute: Callable[[Any], Any]) 
     _print_summary(run)
     print(f"\nsaved {len(run.measurements)} measurements to {run.path}")
     if args.report:
-        _write_report([run], Path(args.report))
+        _write_report([run], Path(args.report), args.argv)
     return EXIT_OK
 
 
@@ -299,24 +299,19 @@ def _print_interrupted(run: Any) -> None:
           f"continue with: bench-suite run --resume {shlex.quote(run.path)}", file=sys.stderr)
 
 
-def _write_report(runs: list[Any], out: Path, command: str | None = None) -> None:
+def _write_report(runs: list[Any], out: Path, argv: Sequence[str]) -> None:
     import shlex
 
     from bench_suite.report import render
 
-    command = command or "bench-suite " + shlex.join(sys.argv[1:])
-    written = render.write_report(runs, out, command=command)
+    written = render.write_report(runs, out, command="bench-suite " + shlex.join(argv))
     print(f"report: {written}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import shlex
-
     from bench_suite.loading import load_runs
 
-    runs = load_runs(args.paths)
-    _write_report(runs, Path(args.out),
-                  "bench-suite report " + shlex.join([*args.paths, "-o", args.out]))
+    _write_report(load_runs(args.paths), Path(args.out), args.argv)
     return EXIT_OK
 
 
@@ -581,6 +576,8 @@ class _RichProgress:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = create_parser()
     args = parser.parse_args(argv)
+    # the command line as given, for the run's config and the report's "made by" line
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except BenchSuiteError as exc:

@@ -32,6 +32,7 @@ def test_run_writes_a_loadable_run_with_every_case(tmp_path: Path, capsys: pytes
     assert "saved 32 measurements" in printed
     doc = json.loads(files[0].read_text())
     assert doc["complete"] is True and doc["config"]["preset"] == "quick"
+    assert doc["config"]["argv"][:3] == ["run", "--backends", "numpy,torch-cpu,torch-cuda"]
     assert doc["env"]["machine"] == "ci-box"
 
 
