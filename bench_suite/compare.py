@@ -39,7 +39,7 @@ import numpy as np
 
 from bench_suite.env import lookup
 from bench_suite.errors import UsageError
-from bench_suite.results import Measurement, Run
+from bench_suite.results import Measurement, Run, json_safe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -385,7 +385,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes None)."""
-        return _json_safe({
+        return json_safe({
             "schema": "bench-suite/comparison",
             "version": 1,
             "options": asdict(self.options),
@@ -403,16 +403,6 @@ class Comparison:
             "not_compared": [asdict(n) for n in self.not_compared],
             "geomeans": [asdict(g) for g in self.geomeans],
         })
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 # --- combining the measurements of one side ------------------------------------------------

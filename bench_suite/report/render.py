@@ -333,34 +333,29 @@ def _autograd_section(rep: Report) -> Section | None:
 
     found = []
     bf = rep.tables["backward_forward"]
-    if not bf.empty:
-        theory = bf.groupby("op", sort=False)["theory"].first()
-        keys = [*_series_key(bf), ("op", "op"), ("dtype", "dtype"), ("size", "size"),
+    theory = bf.groupby("op", sort=False)["theory"].first() if not bf.empty else {}
+    # (table, title, caption, column header): the three ratio tables share one layout
+    ratio_tables: list[tuple[str, str, str, Callable[[str], str] | None]] = [
+        ("backward_forward", "Backward time / forward time",
+         "Backward pass over the plain (no_grad) forward of the same backend. Work ratio: "
+         + ", ".join(f"{op} {v:.3g}" for op, v in dict(theory).items())
+         + " (FLOPs for matmul, bytes for the Hadamard product).", None),
+        ("autograd_vs_hand", "torch autograd / numpy hand-derived gradients",
+         "Time of torch's autograd backward over numpy computing the same gradients by hand; "
+         "above 1 autograd is slower.", lambda b: f"{b} / numpy"),
+        ("grad_cost", "Cost of recording the graph (grad / no_grad)",
+         "Forward time with autograd recording over the plain forward; above 1 recording "
+         "costs time.", None),
+    ]
+    for name, title, caption, header in ratio_tables:
+        df = rep.tables[name]
+        if df.empty:
+            continue
+        keys = [*_series_key(df), ("op", "op"), ("dtype", "dtype"), ("size", "size"),
                 ("threads_label", "threads")]
-        found.append(_pivot(
-            bf, keys, "backend", _present(bf["backend"], BACKENDS),
-            lambda r: _ratio_cell(r.ratio, r.noisy), "Backward time / forward time",
-            "Backward pass over the plain (no_grad) forward of the same backend. Work ratio: "
-            + ", ".join(f"{op} {v:.3g}" for op, v in theory.items())
-            + " (FLOPs for matmul, bytes for the Hadamard product)."))
-    ah = rep.tables["autograd_vs_hand"]
-    if not ah.empty:
-        keys = [*_series_key(ah), ("op", "op"), ("dtype", "dtype"), ("size", "size"),
-                ("threads_label", "threads")]
-        found.append(_pivot(
-            ah, keys, "backend", _present(ah["backend"], BACKENDS),
-            lambda r: _ratio_cell(r.ratio, r.noisy), "torch autograd / numpy hand-derived gradients",
-            "Time of torch's autograd backward over numpy computing the same gradients by hand; "
-            "above 1 autograd is slower.", col_header=lambda b: f"{b} / numpy"))
-    gc = rep.tables["grad_cost"]
-    if not gc.empty:
-        keys = [*_series_key(gc), ("op", "op"), ("dtype", "dtype"), ("size", "size"),
-                ("threads_label", "threads")]
-        found.append(_pivot(
-            gc, keys, "backend", _present(gc["backend"], BACKENDS),
-            lambda r: _ratio_cell(r.ratio, r.noisy), "Cost of recording the graph (grad / no_grad)",
-            "Forward time with autograd recording over the plain forward; above 1 recording "
-            "costs time."))
+        extra = {"col_header": header} if header is not None else {}
+        found.append(_pivot(df, keys, "backend", _present(df["backend"], BACKENDS),
+                            lambda r: _ratio_cell(r.ratio, r.noisy), title, caption, **extra))
     found = [x for x in found if x is not None]
     if not found:
         return None
