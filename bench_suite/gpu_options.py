@@ -32,6 +32,7 @@ from typing import Any
 from bench_suite import ops
 from bench_suite.backends.base import Backend, Prepared
 from bench_suite.cases import Case, cuda_index, is_cuda_backend
+from bench_suite.interference import Monitor
 from bench_suite.timing import Clock, EventTimer, HostTimer, Timing, TimingConfig, measure
 
 #: Calls captured in one CUDA graph at most (the graph lasts about ``min_block_s`` otherwise).
@@ -335,7 +336,8 @@ class TimingOptions:
 
 
 def time_case(case: Case, backend: Backend, prepared: Prepared, config: TimingConfig,
-              clock: Clock, options: TimingOptions = TimingOptions()) -> tuple[Timing, dict[str, Any]]:
+              clock: Clock, options: TimingOptions = TimingOptions(),
+              monitor: Monitor | None = None) -> tuple[Timing, dict[str, Any]]:
     """Time ``prepared.call`` with the options; returns the timing and what goes into
     ``Measurement.extra`` (empty with no options). Raises on a failed CUDA-graph capture
     (the runner records the case as failed, with the reason)."""
@@ -367,13 +369,13 @@ def time_case(case: Case, backend: Backend, prepared: Prepared, config: TimingCo
     want_nvml = options.nvml is not False and cuda
     if want_nvml:
         with nvml_session(cuda_index(case.backend)) as sampler:
-            timing = measure(fn, timer, config, clock)
+            timing = measure(fn, timer, config, clock, monitor)
         if isinstance(sampler, NvmlSampler):
             extra["nvml"] = sampler.summary()
         elif options.nvml:  # asked for explicitly: say why there is nothing
             extra["nvml"] = {"available": False, "reason": sampler}
     else:
-        timing = measure(fn, timer, config, clock)
+        timing = measure(fn, timer, config, clock, monitor)
         if options.nvml and not cuda:
             extra["nvml"] = {"available": False, "reason": "not a CUDA case"}
     if calls > 1:

@@ -5,6 +5,14 @@ Format history (bump ``VERSION`` and add a line on every incompatible change):
 * version 1: ``{"schema": "bench-suite/run", "version": 1, "run_id", "machine", "created_at",
   "finished_at", "complete", "env", "config", "measurements": [...]}``; each measurement holds
   its case, status, reason, raw per-call ``samples_s`` and the figures of its verification.
+* version 2: a measurement's samples are kept per *round* (one pass of the sweep in one
+  process): ``"rounds": [{"index", "samples_s", "number", "warmup_calls", "stop",
+  "started_at", "wall_s", "contention", "steal", "wait_frac", "retaken", "contended"}, ...]``
+  replaces the measurement's ``samples_s``/``number``/``warmup_calls``/``stop``. Version 1
+  files still load: their samples become one round.
+
+A run's journal holds one line per *round* of a case; the loader merges the lines of a case
+into one measurement (:func:`merge_rounds`), as the final file holds it.
 
 While a run is in progress it lives in a *journal* beside the final file
 (``<run>.json.journal``): JSON Lines, a header line then one line per measurement, each
@@ -25,7 +33,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -39,7 +47,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SCHEMA = "bench-suite/run"
-VERSION = 1
+VERSION = 2
+#: Versions the loader reads (older ones are converted on load).
+READABLE_VERSIONS = (1, 2)
 JOURNAL_SUFFIX = ".journal"
 STATUSES = ("ok", "failed", "skipped")
 MAX_SAMPLES_IN_FILE = 10_000_000
@@ -51,8 +61,73 @@ MAX_FILE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
+class Round:
+    """One round of a case: its samples, taken in one process, and what disturbed them.
+
+    Rounds are the unit of replication: a fresh process varies memory layout, thread
+    placement and import state as separate runs do, so the spread *between* rounds is the
+    run-to-run spread that one process's samples cannot show.
+    """
+
+    samples_s: tuple[float, ...] = ()  # per-call seconds, one per sample
+    number: int = 0  # calls per sample
+    warmup_calls: int = 0
+    stop: str = ""  # converged | budget | max_samples
+    index: int = 0  # the round's place in its run (0-based)
+    started_at: str = ""
+    wall_s: float = 0.0  # the sampling window
+    contention: float | None = None  # other processes' CPU, cores (None: not measured)
+    steal: float | None = None  # hypervisor steal, cores
+    wait_frac: float | None = None  # our threads' run-queue wait per wall second
+    retaken: int = 0  # disturbed samples thrown away and taken again
+    contended: bool = False  # other work still held cores this case needed
+
+    @property
+    def median(self) -> float:
+        return stats.quantile(sorted(self.samples_s), 0.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "samples_s": list(self.samples_s), "number": self.number,
+            "warmup_calls": self.warmup_calls, "stop": self.stop, "started_at": self.started_at,
+            "wall_s": self.wall_s, "contention": self.contention, "steal": self.steal,
+            "wait_frac": self.wait_frac, "retaken": self.retaken, "contended": self.contended,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Round:
+        v = _Validator(where)
+        d = v.obj(data)
+        return cls(
+            samples_s=tuple(v.floats(d, "samples_s")),
+            number=v.int_(d, "number", 0),
+            warmup_calls=v.int_(d, "warmup_calls", 0),
+            stop=v.str_(d, "stop", ""),
+            index=v.int_(d, "index", 0),
+            started_at=v.str_(d, "started_at", ""),
+            wall_s=v.num(d, "wall_s", 0.0),
+            contention=v.opt_num(d, "contention"),
+            steal=v.opt_num(d, "steal"),
+            wait_frac=v.opt_num(d, "wait_frac"),
+            retaken=v.int_(d, "retaken", 0),
+            contended=v.bool_(d, "contended", False),
+        )
+
+
+def _stop_of(rounds: Sequence[Round]) -> str:
+    """How a measurement's sampling stopped: converged only if every round did."""
+    return next((r.stop for r in rounds if r.stop != "converged"), "converged" if rounds else "")
+
+
+@dataclass(frozen=True)
 class Measurement:
-    """The record of one case: raw samples plus what was checked. Immutable."""
+    """The record of one case: raw samples plus what was checked. Immutable.
+
+    The samples are kept per round (``rounds``). ``samples_s``, ``number``,
+    ``warmup_calls`` and ``stop`` are the view over all rounds (all samples in round order,
+    the first round's calls per sample, the calls warmed up, how sampling stopped); a
+    measurement made from ``samples_s`` alone has them as its one round.
+    """
 
     case: Case
     status: str  # "ok" | "failed" | "skipped"
@@ -72,19 +147,69 @@ class Measurement:
     #: Statistics given by a foreign source (asv, pytest-benchmark) that kept no raw samples.
     given_summary: stats.Summary | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    rounds: tuple[Round, ...] = ()
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+        if self.rounds:  # the rounds are the record; the flat view is derived from them
+            rounds = tuple(self.rounds)
+            object.__setattr__(self, "rounds", rounds)
+            object.__setattr__(self, "samples_s", tuple(x for r in rounds for x in r.samples_s))
+            object.__setattr__(self, "number", rounds[0].number)
+            object.__setattr__(self, "warmup_calls", sum(r.warmup_calls for r in rounds))
+            object.__setattr__(self, "stop", _stop_of(rounds))
+        elif self.samples_s:
+            object.__setattr__(self, "samples_s", tuple(self.samples_s))
+            object.__setattr__(self, "rounds", (Round(
+                self.samples_s, self.number, self.warmup_calls, self.stop,
+                started_at=self.started_at),))
 
     @property
     def id(self) -> str:
         return self.case.id
 
+    @property
+    def usable_rounds(self) -> tuple[Round, ...]:
+        """The rounds with samples that no other work disturbed (all of them, if every round
+        was contended: the figures are then flagged, not hidden)."""
+        with_samples = tuple(r for r in self.rounds if r.samples_s)
+        clean = tuple(r for r in with_samples if not r.contended)
+        return clean or with_samples
+
+    @property
+    def contended(self) -> bool:
+        """Some round was timed while other work held cores the case needed."""
+        return any(r.contended for r in self.rounds)
+
+    @property
+    def contention(self) -> float | None:
+        """Other processes' CPU plus steal, in cores, per wall second of sampling (the
+        wall-weighted mean over rounds); None where it was not measured."""
+        known = [r for r in self.rounds if r.contention is not None and r.wall_s > 0]
+        wall = math.fsum(r.wall_s for r in known)
+        if not known or wall <= 0:
+            return None
+        return math.fsum((r.contention + (r.steal or 0.0)) * r.wall_s for r in known) / wall
+
+    @property
+    def round_medians(self) -> tuple[float, ...]:
+        """Each usable round's median per-call time: the values run-to-run spread is judged by."""
+        return tuple(r.median for r in self.usable_rounds)
+
+    @property
+    def bimodal(self) -> bool:
+        """The rounds fall into two groups far apart (``stats.two_groups``)."""
+        return stats.two_groups(self.round_medians) is not None
+
     @cached_property
     def summary(self) -> stats.Summary:
+        """Within one round: the samples. Over several: the rounds' medians, so that the
+        median's interval (the "±") is the spread between rounds, not within a process."""
+        if len(self.usable_rounds) >= 2:
+            return stats.summarize(self.round_medians)
         if self.samples_s or self.given_summary is None:
-            return stats.summarize(self.samples_s)
+            return stats.summarize(self.usable_rounds[0].samples_s if self.usable_rounds else ())
         return self.given_summary
 
     @property
@@ -101,10 +226,7 @@ class Measurement:
             "case": self.case.to_dict(),
             "status": self.status,
             "reason": self.reason,
-            "samples_s": list(self.samples_s),
-            "number": self.number,
-            "warmup_calls": self.warmup_calls,
-            "stop": self.stop,
+            "rounds": [r.to_dict() for r in self.rounds],
             "rel_error": self.rel_error,
             "tolerance": self.tolerance,
             "check": self.check,
@@ -136,8 +258,19 @@ class Measurement:
         status = v.str_(d, "status")
         if status not in STATUSES:
             raise ResultsFileError(f"{where}.status: {status!r} is not one of {', '.join(STATUSES)}")
-        samples = v.floats(d, "samples_s")
-        if status == "ok" and not samples and "given_summary" not in d:
+        if "rounds" in d:  # version 2
+            raw = d["rounds"]
+            if not isinstance(raw, list):
+                raise ResultsFileError(f"{where}.rounds: expected a list of rounds")
+            rounds = tuple(Round.from_dict(r, f"{where}.rounds[{i}]") for i, r in enumerate(raw))
+        else:  # version 1: the samples are one round
+            samples = v.floats(d, "samples_s")
+            rounds = (Round(tuple(samples), v.int_(d, "number", 0), v.int_(d, "warmup_calls", 0),
+                            v.str_(d, "stop", ""), started_at=v.str_(d, "started_at", "")),
+                      ) if samples else ()
+        if sum(len(r.samples_s) for r in rounds) > MAX_SAMPLES_IN_FILE:
+            raise ResultsFileError(f"{where}: too many samples")
+        if status == "ok" and not any(r.samples_s for r in rounds) and "given_summary" not in d:
             raise ResultsFileError(f"{where}: status ok but no samples")
         given = None
         if "given_summary" in d:
@@ -153,10 +286,6 @@ class Measurement:
             case=case,
             status=status,
             reason=v.str_(d, "reason", ""),
-            samples_s=tuple(samples),
-            number=v.int_(d, "number", 0),
-            warmup_calls=v.int_(d, "warmup_calls", 0),
-            stop=v.str_(d, "stop", ""),
             rel_error=v.opt_num(d, "rel_error"),
             tolerance=v.opt_num(d, "tolerance"),
             check=v.str_(d, "check", ""),
@@ -167,7 +296,57 @@ class Measurement:
             wall_s=v.num(d, "wall_s", 0.0),
             given_summary=given,
             extra=v.obj(d.get("extra", {}), "extra"),
+            rounds=rounds,
         )
+
+
+def merge_rounds(parts: Sequence[Measurement]) -> Measurement:
+    """One measurement from the per-round measurements of one case, in the order given.
+
+    The rounds are concatenated. Verification figures, threads and device come from the
+    first round that has them. Any failed round fails the case (its reason names the round),
+    keeping the rounds that were measured: a case that crashed in one process of five is not
+    a result to trust. All skipped: skipped.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    if len(parts) == 1:
+        return parts[0]
+    ids = {m.id for m in parts}
+    if len(ids) != 1:
+        raise ValueError(f"cannot merge different cases: {sorted(ids)}")
+    rounds = tuple(r for m in parts for r in m.rounds)
+    failed = [m for m in parts if m.status == "failed"]
+    ok = [m for m in parts if m.status == "ok"]
+    first = ok[0] if ok else (failed[0] if failed else parts[0])
+    if failed:
+        where = ", ".join(str(_round_label(m)) for m in failed)
+        status, reason = "failed", f"round {where}: {failed[0].reason}"[:500]
+    elif ok:
+        status, reason = "ok", ""
+    else:
+        status, reason = "skipped", parts[0].reason
+    peaks = [m.peak_mem_bytes for m in parts if m.peak_mem_bytes is not None]
+    return Measurement(
+        case=first.case, status=status, reason=reason,
+        rel_error=first.rel_error, tolerance=first.tolerance, check=first.check,
+        threads=first.threads, peak_mem_bytes=max(peaks) if peaks else None,
+        device_name=first.device_name, started_at=min(m.started_at for m in parts),
+        wall_s=math.fsum(m.wall_s for m in parts), given_summary=first.given_summary,
+        extra=first.extra, rounds=rounds,
+    )
+
+
+def _round_label(m: Measurement) -> int | str:
+    return m.rounds[0].index + 1 if m.rounds else "?"
+
+
+def merge_by_case(ms: Iterable[Measurement]) -> tuple[Measurement, ...]:
+    """Measurements of the same case merged into one (its rounds), in first-seen order."""
+    groups: dict[str, list[Measurement]] = {}
+    for m in ms:
+        groups.setdefault(m.id, []).append(m)
+    return tuple(merge_rounds(g) for g in groups.values())
 
 
 @dataclass(frozen=True)
@@ -313,9 +492,18 @@ class RunWriter:
         self.measurements.append(m)
         self._append(line)
 
+    @property
+    def env(self) -> Mapping[str, Any]:
+        return self._header.env
+
+    def update_env(self, **entries: Any) -> None:
+        """Add entries to the environment the final file records (what a round's worker
+        process reported of itself, such as torch's details, which the parent never imports)."""
+        self._header = replace(self._header, env={**self._header.env, **entries})
+
     def run(self, finished_at: str = "", complete: bool = True) -> Run:
         h = self._header
-        return Run(h.run_id, h.machine, h.created_at, h.env, h.config, tuple(self.measurements),
+        return Run(h.run_id, h.machine, h.created_at, h.env, h.config, merge_by_case(self.measurements),
                    finished_at, complete, h.source, str(self.path))
 
     def finish(self, finished_at: str, complete: bool = True) -> Run:
@@ -394,14 +582,20 @@ def read_text(path: Path) -> str:
         raise ResultsFileError(f"{path}: not a text file (binary data)") from None
 
 
-def run_from_dict(data: Any, where: str, path: str = "") -> Run:
-    """Validate a decoded run document; every problem becomes one ResultsFileError line."""
+def run_from_dict(data: Any, where: str, path: str = "", merge: bool = False) -> Run:
+    """Validate a decoded run document; every problem becomes one ResultsFileError line.
+
+    ``merge``: measurements of the same case are rounds of one (a journal's lines); a final
+    file already holds one measurement per case, and any it holds twice are kept apart.
+    """
     check_header(data, where)
     v = _Validator(where)
     raw = data.get("measurements")
     if not isinstance(raw, list):
         raise ResultsFileError(f"{where}: 'measurements' must be a list")
     ms = tuple(Measurement.from_dict(m, f"{where}: measurements[{i}]") for i, m in enumerate(raw))
+    if merge:
+        ms = merge_by_case(ms)
     return Run(
         run_id=v.str_(data, "run_id"),
         machine=v.str_(data, "machine"),
@@ -422,9 +616,10 @@ def check_header(data: Any, where: str) -> None:
     if data["schema"] != SCHEMA:
         raise ResultsFileError(f"{where}: schema {data['schema']!r} is not {SCHEMA!r}")
     version = data.get("version")
-    if version != VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise ResultsFileError(
-            f"{where}: run file version {version!r}; this bench-suite reads version {VERSION}"
+            f"{where}: run file version {version!r}; this bench-suite reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
 
 
@@ -450,7 +645,7 @@ def read_journal(text: str, where: str, path: str = "") -> Run:
             raise ResultsFileError(f"{where}: line {i}: not a measurement entry")
         body.append(entry["measurement"])
     doc = dict(header, measurements=body, complete=False)
-    return run_from_dict(doc, where, path)
+    return run_from_dict(doc, where, path, merge=True)
 
 
 def read_run_file(path: Path) -> Run:
@@ -470,7 +665,7 @@ COLUMNS: tuple[str, ...] = (
     "median_s", "q1_s", "q3_s", "ci_low_s", "ci_high_s", "min_s", "mean_s", "n_samples",
     "number", "rel_ci", "noisy", "converged", "flops", "bytes", "intensity", "gflops", "gbps",
     "rel_error", "tolerance", "peak_mem_bytes", "wall_s", "commit", "created_at",
-    "throttled",
+    "throttled", "rounds", "contention", "contended", "retaken", "bimodal",
 )
 
 
@@ -508,7 +703,7 @@ def _row(run: Run, m: Measurement) -> dict[str, Any]:
         "ci_high_s": s.ci_high if ok else math.nan,
         "min_s": s.min if ok else math.nan,
         "mean_s": s.mean if ok else math.nan,
-        "n_samples": s.n,
+        "n_samples": len(m.samples_s) if m.samples_s else s.n,
         "number": m.number,
         "rel_ci": s.rel_ci if ok else math.nan,
         "noisy": bool(ok and s.noisy),
@@ -525,6 +720,11 @@ def _row(run: Run, m: Measurement) -> dict[str, Any]:
         "commit": _env_commit(run.env),
         "created_at": run.created_at,
         "throttled": _throttled(m.extra),
+        "rounds": len(m.usable_rounds),
+        "contention": m.contention if m.contention is not None else math.nan,
+        "contended": m.contended,
+        "retaken": sum(r.retaken for r in m.rounds),
+        "bimodal": bool(ok and m.bimodal),
     }
 
 
@@ -567,10 +767,10 @@ def to_frame(runs: Iterable[Run]) -> pd.DataFrame:
 
     rows = [_row(run, m) for run in runs for m in run.measurements]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    for col in ("k", "threads", "peak_mem_bytes", "m", "n", "n_samples", "number"):
+    for col in ("k", "threads", "peak_mem_bytes", "m", "n", "n_samples", "number", "rounds", "retaken"):
         # from the Python ints, not through float64: exact above 2**53, no overflow near 2**63
         frame[col] = pd.array([row[col] for row in rows], dtype="Int64")
-    for col in ("noisy", "converged", "throttled"):
+    for col in ("noisy", "converged", "throttled", "contended", "bimodal"):
         frame[col] = frame[col].astype(bool)
     return frame
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,10 +21,11 @@ from typing import Any, Protocol
 from bench_suite import env as env_mod
 from bench_suite import harness, ops
 from bench_suite.backends import Backend, get_backend
-from bench_suite.cases import Case
-from bench_suite.errors import OutputError
+from bench_suite.cases import Case, cpu_count, is_cuda_backend
+from bench_suite.errors import OutputError, UsageError
 from bench_suite.gpu_options import TimingOptions, time_case
-from bench_suite.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter
+from bench_suite.interference import Monitor, is_contended
+from bench_suite.results import JOURNAL_SUFFIX, Measurement, Round, Run, RunWriter
 from bench_suite.timing import Clock, TimingConfig
 
 
@@ -86,8 +88,15 @@ def run_case(
     backend: Backend,
     options: RunOptions = RunOptions(),
     clock: Clock = time.perf_counter_ns,
+    round_index: int = 0,
 ) -> Measurement:
-    """Measure one case. Never raises for a problem inside the case: it is recorded."""
+    """Measure one case (one round of it). Never raises for a problem inside the case: it
+    is recorded.
+
+    With the real clock, every sample is watched for interference (``interference.Monitor``):
+    disturbed samples are retaken, and the round records the contention it saw. A fake
+    clock (tests) times simulated work, which the real machine's load has nothing to do with.
+    """
     started = now_iso()
     t0 = time.perf_counter()
 
@@ -95,9 +104,11 @@ def run_case(
         return Measurement(case, status, reason, started_at=started,
                            wall_s=time.perf_counter() - t0, **kw)
 
+    monitor = Monitor() if clock is time.perf_counter_ns else None
     try:
         with harness.ready(case, options.seed, backend) as ready:
-            timing, extra = time_case(case, backend, ready.prepared, options.timing, clock, options.gpu)
+            timing, extra = time_case(case, backend, ready.prepared, options.timing, clock, options.gpu,
+                                      monitor=monitor)
             peak = ready.peak_memory_bytes()
     except harness.Unavailable as why:
         return done("skipped", str(why))
@@ -108,12 +119,17 @@ def run_case(
                     device_name=wrong.device_name)
     except Exception as exc:  # recorded, never hidden: the case is failed, the sweep goes on
         return done("failed", describe_error(exc))
+    seen = timing.interference
+    # a GPU case's host side is one thread launching kernels
+    threads = 1 if is_cuda_backend(case.backend) else (ready.threads or case.threads or cpu_count())
     return done(
         "ok",
-        samples_s=timing.samples_s,
-        number=timing.number,
-        warmup_calls=timing.warmup_calls,
-        stop=timing.stop,
+        rounds=(Round(
+            timing.samples_s, timing.number, timing.warmup_calls, timing.stop, index=round_index,
+            started_at=started, wall_s=seen.wall_s if seen.known else timing.wall_s - timing.warmup_s,
+            contention=seen.other_cores, steal=seen.steal_cores, wait_frac=seen.wait_frac,
+            retaken=seen.retaken, contended=is_contended(seen, threads, cpu_count()),
+        ),),
         rel_error=ready.rel_error,
         tolerance=ready.tolerance,
         check=ready.check,
@@ -179,17 +195,23 @@ def start_run(
     machine: str | None = None,
     config: Mapping[str, Any] | None = None,
     run_id: str | None = None,
+    env: Mapping[str, Any] | None = None,
 ) -> RunWriter:
     """Collect the environment and open the run's journal (fails early if unwritable).
 
     The case ids go into the run's config, so ``--resume`` continues exactly this list. A
-    fresh run never replaces an existing run file or journal.
+    fresh run never replaces an existing run file or journal. ``env``: the environment to
+    record, when it comes from elsewhere (``ab``: each side's interpreter).
     """
     for existing in (path, Path(str(path) + JOURNAL_SUFFIX)):
         if existing.exists():
             raise OutputError(f"{existing} already exists: choose another --out, or --resume it")
-    wants_torch = any(c.backend != "numpy" for c in cases)
-    env = env_mod.collect(machine, torch=wants_torch and _torch_installed())
+    if env is None:
+        # Measured in worker processes (rounds), torch's details come from the first
+        # worker: the parent need not import it.
+        in_process = not (config or {}).get("rounds", 1) > 1
+        wants_torch = in_process and any(c.backend != "numpy" for c in cases)
+        env = env_mod.collect(machine, torch=wants_torch and _torch_installed())
     header = Run(
         run_id=run_id or path.stem,
         machine=env["machine"],
@@ -209,6 +231,91 @@ def _torch_installed() -> bool:
     return torch_installed()
 
 
+# --- rounds -----------------------------------------------------------------------------------
+
+
+class RoundMeasurer(Protocol):
+    """Measures one round of a case in the round's process (``isolation.RoundWorkers``)."""
+
+    def measure(self, case: Case, round_index: int) -> Measurement: ...
+    def end_round(self) -> None: ...
+    def environment(self, machine: str) -> dict[str, Any] | None: ...
+
+
+@dataclass
+class Rounds:
+    """A sweep measured ``count`` times, each round in a fresh process, the cases of each
+    round in a seeded random order (randomized multiple interleaved trials: a slow drift of
+    the machine spreads over all cases instead of landing on the ones measured last)."""
+
+    count: int
+    measurer: RoundMeasurer
+    order_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= 1000:
+            raise UsageError(f"rounds must be 1..1000, not {self.count}")
+
+    def config(self) -> dict[str, Any]:
+        return {"rounds": self.count, "order_seed": self.order_seed}
+
+
+def round_order(cases: Sequence[Case], seed: int, index: int) -> list[Case]:
+    """The cases of round ``index`` in their seeded random order (the same on every machine)."""
+    order = list(cases)
+    random.Random(f"bench-suite/{seed}/{index}").shuffle(order)
+    return order
+
+
+def done_rounds(measurements: Iterable[Measurement]) -> tuple[set[tuple[str, int]], set[str]]:
+    """(case id, round) pairs already measured, and the cases found skipped (never retried)."""
+    done = {(m.id, r.index) for m in measurements for r in m.rounds}
+    skipped = {m.id for m in measurements if m.status == "skipped"}
+    return done, skipped
+
+
+def run_rounds(cases: Sequence[Case], writer: RunWriter, rounds: Rounds,
+               progress: Progress | None = None) -> None:
+    """Measure every round of every case not yet in ``writer``, appending each as it comes.
+
+    A case found skipped (the backend cannot run it here) is not sent again in later rounds.
+    After the first round, the round's process reports torch's part of the environment,
+    which the parent does not import.
+    """
+    progress = progress or _Silent()
+    done, skipped = done_rounds(writer.measurements)
+
+    def todo(index: int) -> list[Case]:
+        return [c for c in round_order(cases, rounds.order_seed, index)
+                if (c.id, index) not in done and c.id not in skipped]
+
+    total = sum(len(todo(i)) for i in range(rounds.count))
+    progress.start(total)  # called again when the total shrinks (a case found skipped)
+    want_env = "torch" not in writer.env
+    for index in range(rounds.count):
+        order = todo(index)
+        if not order:
+            continue
+        try:
+            for case in order:
+                progress.case_started(case)
+                m = rounds.measurer.measure(case, index)
+                writer.add(m)
+                done.add((case.id, index))
+                progress.case_finished(m)
+                if m.status == "skipped" and case.id not in skipped:
+                    total -= sum((case.id, i) not in done for i in range(index + 1, rounds.count))
+                    skipped.add(case.id)
+                    progress.start(total)
+            if want_env and any(c.backend != "numpy" for c in order):
+                env = rounds.measurer.environment(writer.env.get("machine", ""))
+                if env is not None and "torch" in env:
+                    writer.update_env(torch=env["torch"])
+                    want_env = False
+        finally:
+            rounds.measurer.end_round()
+
+
 class RunInterrupted(Exception):
     """Ctrl-C during a sweep: the finished cases are saved in ``run``."""
 
@@ -226,10 +333,16 @@ def run_sweep(
     progress: Progress | None = None,
     backend_for: Callable[[str], Backend] = get_backend,
     measure_case: MeasureCase | None = None,
+    rounds: Rounds | None = None,
 ) -> Run:
-    """A whole run: open the journal, measure every case, write the final file atomically."""
+    """A whole run: open the journal, measure every case, write the final file atomically.
+
+    ``rounds``: measure the sweep round by round in worker processes (``run --rounds``);
+    its count and order seed go into the run's config.
+    """
+    config = {**(config or {}), **(rounds.config() if rounds is not None else {})}
     writer = start_run(path, cases, options, machine, config)
-    return finish_sweep(writer, cases, options, progress, backend_for, measure_case)
+    return finish_sweep(writer, cases, options, progress, backend_for, measure_case, rounds)
 
 
 def finish_sweep(
@@ -239,15 +352,19 @@ def finish_sweep(
     progress: Progress | None = None,
     backend_for: Callable[[str], Backend] = get_backend,
     measure_case: MeasureCase | None = None,
+    rounds: Rounds | None = None,
 ) -> Run:
-    """Measure the cases not yet in ``writer`` and write the final file (complete).
+    """Measure the cases (or rounds) not yet in ``writer`` and write the final file (complete).
 
     Ctrl-C writes the final file marked incomplete and raises :class:`RunInterrupted`; any
     other error leaves the journal, which keeps every finished case.
     """
     try:
-        run_cases(cases, writer, options, progress, backend_for,
-                  skip_ids=[m.id for m in writer.measurements], measure_case=measure_case)
+        if rounds is not None:
+            run_rounds(cases, writer, rounds, progress)
+        else:
+            run_cases(cases, writer, options, progress, backend_for,
+                      skip_ids=[m.id for m in writer.measurements], measure_case=measure_case)
     except KeyboardInterrupt:
         raise RunInterrupted(writer.finish(now_iso(), complete=False)) from None
     except BaseException:

@@ -27,11 +27,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bench_suite import stats
+from bench_suite.interference import NO_INTERFERENCE_DATA, Interference, Monitor
 
 Clock = Callable[[], int]  # nanoseconds, monotonic
 
 #: Samples taken even when the budget is spent, so a median and a spread exist.
 MIN_SAMPLES_HARD = 3
+#: Disturbed samples (another process held a core the case needed) are thrown away and
+#: taken again, at most this many times or once per kept sample, whichever is more, and
+#: never beyond the time budget: a machine that stays busy gets its case flagged instead.
+MIN_RETAKES = 5
 
 
 class Event(Protocol):
@@ -174,6 +179,8 @@ class Timing:
     warmup_calls: int
     stop: str  # "converged" | "budget" | "max_samples"
     wall_s: float  # host time spent in this function
+    warmup_s: float = 0.0  # of which warming up and calibrating
+    interference: Interference = NO_INTERFERENCE_DATA
 
     @property
     def converged(self) -> bool:
@@ -190,18 +197,25 @@ def measure(
     timer: BlockTimer,
     config: TimingConfig = TimingConfig(),
     clock: Clock = time.perf_counter_ns,
+    monitor: Monitor | None = None,
 ) -> Timing:
-    """Warm up, calibrate, then sample ``fn`` until the stopping rule holds."""
+    """Warm up, calibrate, then sample ``fn`` until the stopping rule holds.
+
+    ``monitor`` (``interference.Monitor``) judges every sample: one during which other work
+    held a core this case needed is retaken (see :data:`MIN_RETAKES`), and the timing
+    carries what the monitor saw over the sampling window. None: nothing is watched.
+    """
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a block is noise, as in timeit
     try:
-        return _measure(fn, timer, config, clock)
+        return _measure(fn, timer, config, clock, monitor)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _measure(fn: Callable[[], object], timer: BlockTimer, config: TimingConfig, clock: Clock) -> Timing:
+def _measure(fn: Callable[[], object], timer: BlockTimer, config: TimingConfig, clock: Clock,
+             monitor: Monitor | None) -> Timing:
     t_start = clock()
     budget_ns = config.time_budget_s * 1e9
 
@@ -223,11 +237,27 @@ def _measure(fn: Callable[[], object], timer: BlockTimer, config: TimingConfig, 
             per_call = max(block / number, 1e-9)
             number = max(number + 1, min(number * 10, math.ceil(1.2 * config.min_block_s / per_call)))
 
+    warmup_ns = spent()
     samples: list[float] = []
     next_check = config.min_samples
     stop = "budget"
+    retaken = 0
+    if monitor is not None:
+        monitor.start()
     while True:
-        samples.append(timer.time_block(fn, number) / number)
+        if monitor is None:
+            samples.append(timer.time_block(fn, number) / number)
+        else:
+            token = monitor.sample_begin()
+            block = timer.time_block(fn, number)
+            disturbed, wait, wall = monitor.sample_end(token)
+            if (disturbed and retaken < max(MIN_RETAKES, len(samples))
+                    and spent() < budget_ns):
+                retaken += 1
+                monitor.retake()
+                continue
+            monitor.keep(disturbed, wait, wall)
+            samples.append(block / number)
         n = len(samples)
         if n >= config.max_samples:
             stop = "max_samples"
@@ -241,4 +271,6 @@ def _measure(fn: Callable[[], object], timer: BlockTimer, config: TimingConfig, 
                 break
         if n >= MIN_SAMPLES_HARD and spent() >= budget_ns:
             break
-    return Timing(tuple(samples), number, warmup_calls, stop, spent() * 1e-9)
+    interference = monitor.finish() if monitor is not None else NO_INTERFERENCE_DATA
+    return Timing(tuple(samples), number, warmup_calls, stop, spent() * 1e-9, warmup_ns * 1e-9,
+                  interference)

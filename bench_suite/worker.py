@@ -1,12 +1,26 @@
-"""The worker of ``--isolate``: measures one case in a fresh process and exits.
+"""The worker process: measures the cases it is sent, one at a time, in a fresh interpreter.
 
-    python -m bench_suite.worker REQUEST_FILE RESULT_FILE
+    python -m bench_suite.worker --serve --result-fd FD
+    python -m bench_suite.worker --hello
 
-The request (JSON) names the case and the run's options; the measurement comes back as JSON
-in ``RESULT_FILE``, written under a temporary name and renamed, so the parent reads a whole
-result or none. JSON both ways: nothing is pickled. Anything that kills this process
-(a segfault, an abort, a fatal CUDA error, a hang ended by the parent's timeout) leaves no
-result, and the parent records the case as failed with the reason. See ``isolation.py``.
+``--serve`` reads one JSON request per line on stdin and writes one JSON reply per line on
+the file descriptor ``FD`` (a pipe from the parent; stdout and stderr stay free for whatever
+the libraries print, and the parent keeps them as the worker's log). The first line written
+is a *hello* (protocol, version, process id), so the parent knows the interpreter can import
+this package before it sends any work. Requests:
+
+* a measurement: ``{"protocol", "case", "seed", "timing", "gpu", "round"}``; reply
+  ``{"protocol", "measurement"}``;
+* ``{"protocol", "cmd": "env", "machine"}``: the environment of this process (its
+  interpreter, packages, torch and GPUs as it sees them); reply ``{"protocol", "env"}``.
+
+End of input ends the worker. Anything that kills it (a segfault, an abort, a fatal CUDA
+error, a hang ended by the parent's timeout) leaves no reply, and the parent records the case
+in flight as failed with the reason. JSON both ways: nothing is pickled. ``--hello`` prints
+the hello on stdout and exits: how ``bench-suite ab`` checks an interpreter before a run.
+
+The parent side is ``isolation.py``: one worker per round of a sweep (``run --rounds``), per
+side and round (``ab``), or per case (``--isolate``).
 """
 
 from __future__ import annotations
@@ -17,10 +31,10 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
-#: Version of the request/result documents exchanged with the parent.
+#: Version of the messages exchanged with the parent. Optional fields may be added without
+#: a bump; the parent checks the hello's protocol before it sends anything.
 PROTOCOL = 1
 
 
@@ -39,6 +53,17 @@ def _die_with_parent(parent_pid: int | None) -> None:
         os._exit(1)
 
 
+def hello() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("bench-suite")
+    except PackageNotFoundError:
+        package = None
+    return {"protocol": PROTOCOL, "hello": {"pid": os.getpid(), "python": sys.executable,
+                                            "version": package, "module": os.path.dirname(__file__)}}
+
+
 def measure_request(request: Any) -> dict[str, Any]:
     """Measure the case a request names; the measurement as a JSON-ready document."""
     from bench_suite.backends import get_backend
@@ -52,38 +77,62 @@ def measure_request(request: Any) -> dict[str, Any]:
     case = Case.from_dict(request["case"])
     options = RunOptions(seed=int(request["seed"]), timing=TimingConfig(**request["timing"]),
                          gpu=TimingOptions.from_config(request.get("gpu")))
-    m = run_case(case, get_backend(case.backend), options)
+    m = run_case(case, get_backend(case.backend), options, round_index=int(request.get("round", 0)))
     return {"protocol": PROTOCOL, "measurement": m.to_dict()}
+
+
+def env_request(request: dict[str, Any]) -> dict[str, Any]:
+    from bench_suite import env
+
+    machine = request.get("machine")
+    return {"protocol": PROTOCOL, "env": env.collect(machine if isinstance(machine, str) else None)}
+
+
+def serve(result_fd: int, timeout_s: float | None = None) -> int:
+    out = os.fdopen(result_fd, "w", encoding="utf-8")
+
+    def reply(doc: dict[str, Any]) -> None:
+        # allow_nan=False: a reply the parent could not parse strictly is no reply
+        out.write(json.dumps(doc, allow_nan=False) + "\n")
+        out.flush()
+
+    reply(hello())
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
+            raise ValueError(f"not a worker request of protocol {PROTOCOL}")
+        timeout = request.get("timeout_s", timeout_s)
+        if isinstance(timeout, (int, float)) and timeout > 2:
+            # a hang prints the Python stack to the log shortly before the parent's timeout
+            faulthandler.dump_traceback_later(max(timeout - 2, 0.9 * timeout))
+        if request.get("cmd") == "env":
+            reply(env_request(request))
+        else:
+            reply(measure_request(request))
+        faulthandler.cancel_dump_traceback_later()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m bench_suite.worker REQUEST_FILE RESULT_FILE", file=sys.stderr)
+    if argv == ["--hello"]:
+        print(json.dumps(hello()))
+        return 0
+    if len(argv) != 3 or argv[0] != "--serve" or argv[1] != "--result-fd" or not argv[2].isdigit():
+        print("usage: python -m bench_suite.worker --serve --result-fd FD | --hello", file=sys.stderr)
         return 2
-    request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    if not isinstance(request, dict):
-        raise ValueError("a worker request must be a JSON object")
-    _die_with_parent(request.get("parent_pid"))
-    # A crash prints the Python stack to the output the parent keeps; a hang prints it shortly
-    # before the parent's timeout ends the worker.
-    faulthandler.enable()
-    timeout = request.get("timeout_s")
-    if isinstance(timeout, (int, float)) and timeout > 2:
-        faulthandler.dump_traceback_later(max(timeout - 2, 0.9 * timeout))
-    # allow_nan=False: a result the parent could not parse strictly is no result
-    text = json.dumps(measure_request(request), allow_nan=False)
-    result_path = Path(argv[1])
-    tmp = result_path.with_name(result_path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, result_path)
-    return 0
+    parent = os.environ.get("BENCH_SUITE_PARENT_PID", "")
+    _die_with_parent(int(parent) if parent.isdigit() else None)
+    faulthandler.enable()  # a crash prints the Python stack to the log the parent keeps
+    return serve(int(argv[2]))
 
 
 if __name__ == "__main__":
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
-    # Skip interpreter teardown: some GPU runtimes crash while unloading, after the result is
-    # safely written, and that must not turn a measured case into a failed one.
+    # Skip interpreter teardown: some GPU runtimes crash while unloading, after the results
+    # are safely written, and that must not turn a measured case into a failed one.
     os._exit(code)

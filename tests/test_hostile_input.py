@@ -59,6 +59,9 @@ def _doc(good: Path) -> dict[str, Any]:
 
 
 def _m(doc: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    # since version 2 the samples and their counts live in the measurement's rounds
+    per_round = {k: fields.pop(k) for k in ("samples_s", "number", "warmup_calls", "stop") if k in fields}
+    doc["measurements"][0]["rounds"][0].update(per_round)
     doc["measurements"][0].update(fields)
     return doc
 
@@ -67,7 +70,7 @@ Mutation = Callable[[dict[str, Any], str], str | bytes]
 #: name -> (how to make the file from a good run, what the message says; None: the message of
 #: a foreign format's own reader, whatever it is, as long as it is one line naming the file)
 HOSTILE: dict[str, tuple[Mutation, str | None]] = {
-    "other version": (lambda d, t: json.dumps(d | {"version": 2}), "version 2"),
+    "other version": (lambda d, t: json.dumps(d | {"version": 99}), "version 99"),
     "version as text": (lambda d, t: json.dumps(d | {"version": "1"}), "version '1'"),
     "no version": (lambda d, t: json.dumps({k: v for k, v in d.items() if k != "version"}), "version None"),
     "truncated": (lambda d, t: t[: len(t) // 2], "not valid JSON"),

@@ -129,6 +129,9 @@ def test_bad_files_get_one_clear_error(tmp_path: Path, mutate: object, message: 
 
 def _m(doc: dict[str, object], **fields: object) -> dict[str, object]:
     m = dict(doc["measurements"][0])  # type: ignore[index]
+    # since version 2 the samples and their counts live in the measurement's rounds
+    per_round = {k: fields.pop(k) for k in ("samples_s", "number", "warmup_calls", "stop") if k in fields}
+    m["rounds"] = [{**m["rounds"][0], **per_round}]  # type: ignore[index]
     m.update(fields)
     return {**doc, "measurements": [m]}
 

@@ -1,0 +1,232 @@
+"""Interference: did other work hold the CPU while a case was being timed?
+
+On a shared machine the clock cannot tell a slow kernel from a kernel that waited for a core.
+Two readings tell them apart, and this module takes both around the timing loop:
+
+* **Per sample, our threads' run-queue wait** (``/proc/self/task/*/schedstat``, field 2, in
+  nanoseconds): time our threads were ready to run but had no core. It is precise and cheap
+  (one ``pread`` per thread), so every sample is judged by it: a sample during which our
+  threads waited more than :data:`DISTURBED_WAIT_FRAC` of its wall time was *disturbed* and
+  is retaken (within a bound; see ``timing.measure``).
+* **Per case, other processes' CPU time** (``/proc/stat`` for the whole machine, minus this
+  process's own CPU time) and the hypervisor's **steal** time, per wall second of sampling:
+  the ``contention`` figure, in cores. 0 is an idle machine; a busy loop elsewhere reads
+  about 1. ``/proc/stat`` counts in 10 ms ticks, too coarse for one sample but fine over a
+  case's sampling window (tenths of a second and more).
+
+A case is *contended* (:func:`is_contended`) when, after its retakes, other processes and
+steal still took cores that the case's threads needed, or its threads still waited for a core.
+Contended figures are flagged everywhere and never called slower or faster by ``compare``.
+
+The readers are parameters of the monitor, so tests drive it with fakes; where ``/proc`` is
+missing (not Linux) every figure is ``None`` and nothing is ever called contended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: A sample is disturbed when our threads waited for a core this fraction of its wall time.
+#: Waking a sleeping BLAS or OpenMP thread costs tens of microseconds of wait on an idle
+#: machine; a core taken by another process costs whole time slices (milliseconds).
+DISTURBED_WAIT_FRAC = 0.05
+#: A case is contended when its threads plus other processes and steal need more cores than
+#: there are, less this margin (so a 1-thread case on 2 cores tolerates a neighbour's
+#: occasional burst, but not a busy loop on the other core) ...
+CONTENDED_CORE_MARGIN = 0.5
+#: ... or when, after the retakes, its kept samples still spent this much time waiting.
+CONTENDED_WAIT_FRAC = 0.02
+#: Ticks per second of /proc/stat (USER_HZ).
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class MachineTicks:
+    """The machine's cumulative CPU seconds, from the first line of ``/proc/stat``."""
+
+    busy_s: float  # user, nice, system, irq, softirq (guest time is inside user)
+    steal_s: float
+
+
+def read_machine_ticks(path: str = "/proc/stat") -> MachineTicks | None:
+    try:
+        with open(path, encoding="ascii") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    try:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    except ValueError:
+        return None
+    return MachineTicks((user + nice + system + irq + softirq) / _HZ, steal / _HZ)
+
+
+class ThreadWait:
+    """Total run-queue wait of this process's threads, in nanoseconds (``schedstat``).
+
+    The files are opened once and re-read with ``pread``: a few microseconds per thread.
+    :meth:`refresh` picks up threads started since (thread pools start on first use).
+    """
+
+    def __init__(self, task_dir: str = "/proc/self/task"):
+        self.task_dir = task_dir
+        self._fds: dict[str, int] = {}
+        self._base = 0  # wait of threads that have exited since, so totals never go back
+        self._last: dict[str, int] = {}
+        self.available = os.path.isdir(task_dir)
+
+    def refresh(self) -> None:
+        if not self.available:
+            return
+        try:
+            tids = set(os.listdir(self.task_dir))
+        except OSError:
+            self.available = False
+            return
+        for tid in list(self._fds):
+            if tid not in tids:
+                self._base += self._last.pop(tid, 0)
+                with contextlib.suppress(OSError):
+                    os.close(self._fds.pop(tid))
+        for tid in tids - set(self._fds):
+            with contextlib.suppress(OSError):
+                self._fds[tid] = os.open(f"{self.task_dir}/{tid}/schedstat", os.O_RDONLY)
+
+    def total_ns(self) -> int | None:
+        if not self.available:
+            return None
+        total = self._base
+        for tid, fd in list(self._fds.items()):
+            try:
+                wait = int(os.pread(fd, 128, 0).split()[1])
+            except (OSError, ValueError, IndexError):  # the thread exited: keep its last figure
+                wait = self._last.get(tid, 0)
+            self._last[tid] = wait
+            total += wait
+        return total
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+
+@dataclass(frozen=True)
+class Interference:
+    """What other work did while one case (one round of it) was sampled. ``None``: unknown."""
+
+    other_cores: float | None  # other processes' CPU seconds per wall second
+    steal_cores: float | None  # hypervisor steal, CPU seconds per wall second
+    wait_frac: float | None  # our threads' run-queue wait per wall second, kept samples
+    disturbed: int  # samples seen disturbed (retaken or kept)
+    retaken: int  # disturbed samples thrown away and taken again
+    kept_disturbed: int  # disturbed samples kept (the retake bound was reached)
+    wall_s: float  # the sampling window
+
+    @property
+    def known(self) -> bool:
+        return self.other_cores is not None or self.wait_frac is not None
+
+
+NO_INTERFERENCE_DATA = Interference(None, None, None, 0, 0, 0, 0.0)
+
+
+#: Uncertainty of a CPU-seconds difference read from /proc/stat: the counters are truncated
+#: to whole ticks, and our own time is charged there by the scheduler tick, not exactly.
+TICK_UNCERTAINTY_S = 0.03
+#: Least other-process load that counts at all (a daemon's wake-ups are not contention).
+MIN_OTHER_CORES = 0.25
+
+
+def is_contended(i: Interference, threads: int, cores: int) -> bool:
+    """Whether other work took cores this case needed (see the module's doc).
+
+    ``threads``: the case's threads in force; ``cores``: the cores this process may use.
+    The other-process figure is lowered by its tick uncertainty over the window first, so a
+    short window on an idle machine is never called contended by rounding alone.
+    """
+    if i.wait_frac is not None and i.wait_frac > CONTENDED_WAIT_FRAC:
+        return True
+    if i.other_cores is None or i.wall_s <= 0:
+        return False
+    others = max(0.0, i.other_cores + (i.steal_cores or 0.0) - TICK_UNCERTAINTY_S / i.wall_s)
+    return others > MIN_OTHER_CORES and threads + others > cores - CONTENDED_CORE_MARGIN
+
+
+class Monitor:
+    """Watches one sampling window: each sample's wait, and the window's other-process CPU.
+
+    ``timing.measure`` calls :meth:`start` after warm-up, :meth:`sample_begin` and
+    :meth:`sample_end` around every sample (outside the timed region), and :meth:`finish`.
+    """
+
+    def __init__(
+        self,
+        threads: ThreadWait | None = None,
+        machine: Callable[[], MachineTicks | None] = read_machine_ticks,
+        own_cpu_ns: Callable[[], int] = time.process_time_ns,
+        wall_ns: Callable[[], int] = time.perf_counter_ns,
+        disturbed_frac: float = DISTURBED_WAIT_FRAC,
+    ):
+        self.threads = threads if threads is not None else ThreadWait()
+        self.machine = machine
+        self.own_cpu_ns = own_cpu_ns
+        self.wall_ns = wall_ns
+        self.disturbed_frac = disturbed_frac
+        self._reset()
+
+    def _reset(self) -> None:
+        self._m0: MachineTicks | None = None
+        self._cpu0 = self._wall0 = 0
+        self._kept_wait = self._kept_wall = 0
+        self.disturbed = self.retaken = self.kept_disturbed = 0
+
+    def start(self) -> None:
+        self._reset()
+        self.threads.refresh()
+        self._m0 = self.machine()
+        self._cpu0 = self.own_cpu_ns()
+        self._wall0 = self.wall_ns()
+
+    def sample_begin(self) -> tuple[int | None, int]:
+        return self.threads.total_ns(), self.wall_ns()
+
+    def sample_end(self, token: tuple[int | None, int]) -> tuple[bool, int, int]:
+        """Whether the sample was disturbed, its wait and its wall time (ns)."""
+        wait0, wall0 = token
+        wait1, wall = self.threads.total_ns(), self.wall_ns() - wall0
+        if wait0 is None or wait1 is None or wall <= 0:
+            return False, 0, max(wall, 0)
+        wait = max(wait1 - wait0, 0)
+        disturbed = wait > self.disturbed_frac * wall
+        self.disturbed += disturbed
+        return disturbed, wait, wall
+
+    def keep(self, disturbed: bool, wait: int, wall: int) -> None:
+        """A sample is kept (not retaken): it counts towards the window's wait figure."""
+        self._kept_wait += wait
+        self._kept_wall += wall
+        self.kept_disturbed += disturbed
+
+    def retake(self) -> None:
+        self.retaken += 1
+
+    def finish(self) -> Interference:
+        wall = (self.wall_ns() - self._wall0) * 1e-9
+        m1 = self.machine()
+        other = steal = None
+        if self._m0 is not None and m1 is not None and wall > 0:
+            own = (self.own_cpu_ns() - self._cpu0) * 1e-9
+            other = max(0.0, (m1.busy_s - self._m0.busy_s - own) / wall)
+            steal = max(0.0, (m1.steal_s - self._m0.steal_s) / wall)
+        wait = (self._kept_wait / self._kept_wall
+                if self.threads.available and self._kept_wall > 0 else None)
+        return Interference(other, steal, wait, self.disturbed, self.retaken, self.kept_disturbed,
+                            wall)
