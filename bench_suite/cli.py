@@ -39,6 +39,25 @@ def _positive_float(text: str) -> float:
     return value
 
 
+#: Rounds of a `run` by default: enough for the spread between rounds to be estimated and the
+#: documented compare workflow to be sound (docs/compare.md), few enough for `--preset quick`
+#: to stay under a minute on 2 cores.
+DEFAULT_ROUNDS = 5
+#: Rounds of an `ab` by default: enough pairs for the paired test to reach significance over
+#: a family of 16 cases (docs/compare.md), within 90 s on 2 cores.
+DEFAULT_AB_ROUNDS = 8
+
+
+def _rounds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"rounds must be 1..1000: {text!r}")
+    return value
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -60,6 +79,15 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-modes", help="for torch forward ops: no_grad, grad (default both)")
 
 
+def _add_verdict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", default="5%", help="smallest change that counts: 5%% or 0.05 (default 5%%)")
+    p.add_argument("--alpha", default="0.01",
+                   help="significance level after Holm's correction (default 0.01)")
+    p.add_argument("--format", choices=("text", "md", "html", "json"),
+                   help="output format (default: from the -o suffix, else text)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the comparison here instead of stdout")
+
+
 def create_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bench-suite",
@@ -76,7 +104,11 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=_positive_float, help="seconds per case (default: the preset's)")
     p.add_argument("--target", type=_positive_float, default=0.01,
                    help="stop sampling when the median is known to +-this fraction (default 0.01)")
-    p.add_argument("--min-samples", type=int, default=10, help="samples at least (default 10)")
+    p.add_argument("--min-samples", type=int, default=10, help="samples at least, per round (default 10)")
+    p.add_argument("--rounds", type=_rounds, default=DEFAULT_ROUNDS, metavar="R",
+                   help="measure the sweep R times, each round in a fresh process, cases in a seeded "
+                   "random order; the time budget is shared between the rounds and the ± is the "
+                   f"spread between them (default {DEFAULT_ROUNDS}; 1: one pass in this process)")
     p.add_argument("--machine", help="machine name to file results under (default: host name)")
     p.add_argument("--report", metavar="DIR", help="also write a report of this run to DIR")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -133,18 +165,44 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument("base", metavar="BASE",
                    help="run file, journal or results folder (the reference)")
     p.add_argument("cand", metavar="CAND", help="run file, journal or results folder (the candidate)")
-    p.add_argument("--threshold", default="5%", help="smallest change that counts: 5%% or 0.05 (default 5%%)")
-    p.add_argument("--alpha", default="0.01",
-                   help="significance level after Holm's correction (default 0.01)")
-    p.add_argument("--format", choices=("text", "md", "html", "json"),
-                   help="output format (default: from the -o suffix, else text)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the comparison here instead of stdout")
+    _add_verdict_args(p)
     p.add_argument("--combine", choices=("pool", "latest"), default="pool",
                    help="several measurements of a case on one side: pool their samples (default) "
                    "or keep the latest")
     p.add_argument("--correction", choices=("holm", "none"), default="holm",
                    help="multiple-testing correction over the cases (default holm)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "ab", help="A/B two interpreters: rounds side by side in fresh processes, then compare; "
+        "exit 1 on a regression",
+        description="Measure the sweep with two Python interpreters (virtual environments, or "
+        "wrapper scripts that set environment variables), round by round, each round a fresh "
+        "process per side, the cases of a round in a seeded random order and measured on both "
+        "sides back to back, so that drift of the machine hits both alike. Writes DIR/base.json "
+        "and DIR/cand.json, prints the comparison (paired test on the rounds) and exits as "
+        "compare does: 0 no regression, 1 a case significantly slower beyond the threshold, 2 "
+        "bad input (also a BASE or CAND that cannot import bench-suite).",
+    )
+    p.add_argument("base", metavar="BASE", help="the reference interpreter, e.g. venv-a/bin/python")
+    p.add_argument("cand", metavar="CAND", help="the candidate interpreter")
+    _add_sweep_args(p)
+    p.add_argument("--rounds", type=_rounds, default=DEFAULT_AB_ROUNDS, metavar="R",
+                   help=f"rounds per side (default {DEFAULT_AB_ROUNDS})")
+    p.add_argument("--out", metavar="DIR", help="folder for base.json and cand.json "
+                   "(default: results/<machine>/ab-<date>/)")
+    p.add_argument("--seed", type=_seed, default=0, help="input and order seed (default 0)")
+    p.add_argument("--time-budget", type=_positive_float,
+                   help="seconds per case and side, shared by the rounds (default: the preset's)")
+    p.add_argument("--target", type=_positive_float, default=0.01,
+                   help="per round: stop sampling when the median is known to +-this fraction")
+    p.add_argument("--min-samples", type=int, default=10, help="samples at least, per round (default 10)")
+    p.add_argument("--case-timeout", type=_positive_float, metavar="SECONDS",
+                   help="kill a case's worker after this long (default 30 + 10 x the round's budget)")
+    p.add_argument("--machine", help="machine name to file results under (default: host name)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_verdict_args(p)
+    p.set_defaults(func=cmd_ab)
 
     p = sub.add_parser(
         "peaks", help="measure each device's best matmul FLOP/s and copy GB/s (for rooflines)",
@@ -234,21 +292,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = runner.RunOptions(seed=args.seed, timing=timing, gpu=gpu)
     config = {"preset": args.preset, "argv": args.argv, "cases": len(cases),
               "gpu_options": dataclasses.asdict(gpu)}
-    measure = None
-    if args.isolate:
+    measure = rounds = None
+    if args.rounds > 1:
+        from bench_suite.isolation import plan_rounds
+
+        rounds = plan_rounds(options, args.rounds, args.isolate, args.case_timeout, args.seed)
+    elif args.isolate:
         from bench_suite.isolation import IsolatedMeasure
 
         measure = IsolatedMeasure(options, args.case_timeout)
         config.update(measure.config())
     return _measure_and_print(
         args, lambda progress: runner.run_sweep(cases, path, options, machine, config, progress,
-                                                measure_case=measure))
+                                                measure_case=measure, rounds=rounds))
 
 
 #: ``run`` options that define a sweep or its settings: a resumed run keeps its saved ones.
 _SAVED_WITH_THE_RUN = ("preset", "ops", "backends", "dtypes", "sizes", "threads", "grad_modes",
                        "out", "seed", "time_budget", "target", "min_samples", "machine",
-                       "cold_cache", "cuda_graphs", "nvml")
+                       "cold_cache", "cuda_graphs", "nvml", "rounds")
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -263,14 +325,19 @@ def _resume(args: argparse.Namespace) -> int:
     state = resume.load_resumable(args.resume)
     if args.case_timeout is not None and not (args.isolate or state.isolate):
         raise UsageError("--case-timeout needs --isolate")
-    measure = None
-    if args.isolate or state.isolate:
-        measure = IsolatedMeasure(state.options, args.case_timeout or state.case_timeout_s)
-    print(f"resuming run {state.run.run_id}: {len(state.cases) - len(state.remaining)} of "
-          f"{len(state.cases)} cases done, {len(state.remaining)} to go", file=sys.stderr)
+    measure = rounds = None
+    timeout = args.case_timeout or state.case_timeout_s
+    if state.rounds > 1:
+        from bench_suite.isolation import plan_rounds
+
+        rounds = plan_rounds(state.options, state.rounds, args.isolate or state.isolate, timeout,
+                             state.order_seed)
+    elif args.isolate or state.isolate:
+        measure = IsolatedMeasure(state.options, timeout)
+    print(f"resuming run {state.run.run_id}: {state.progress_text}", file=sys.stderr)
     return _measure_and_print(
-        args, lambda progress: resume.resume_run(state, progress, measure,
-                                                 config=measure.config() if measure else None))
+        args, lambda progress: resume.resume_run(
+            state, progress, measure, config=measure.config() if measure else None, rounds=rounds))
 
 
 def _measure_and_print(args: argparse.Namespace, execute: Callable[[Any], Any]) -> int:
@@ -347,13 +414,46 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench_suite import compare
-    from bench_suite.report import comparison
 
     options = compare.CompareOptions(
         threshold=compare.parse_threshold(args.threshold), alpha=compare.parse_alpha(args.alpha),
         combine=args.combine, correction=args.correction,
     )
-    result = compare.compare_paths(args.base, args.cand, options)
+    return _print_comparison(compare.compare_paths(args.base, args.cand, options), args)
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    from bench_suite import ab, compare, runner
+    from bench_suite import env as env_mod
+    from bench_suite.timing import TimingConfig
+
+    options = compare.CompareOptions(threshold=compare.parse_threshold(args.threshold),
+                                     alpha=compare.parse_alpha(args.alpha))
+    if args.rounds < 2:
+        raise UsageError("ab needs --rounds 2 or more (the rounds are what it compares)")
+    preset, cases = sweep_from_args(args)
+    timing = TimingConfig(target_rel_ci=args.target, min_samples=args.min_samples,
+                          time_budget_s=args.time_budget or preset.time_budget_s)
+    machine = env_mod.machine_name(args.machine)
+    folder = Path(args.out) if args.out else Path("results") / machine / f"ab-{runner.new_run_id()}"
+    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases)}
+    progress = None if args.quiet else _RichProgress()
+    try:
+        with progress or contextlib.nullcontext():
+            result = ab.run_ab(cases, args.base, args.cand, folder, runner.RunOptions(args.seed, timing),
+                               args.rounds, machine, config, progress, args.case_timeout)
+    except runner.RunInterrupted:
+        print(f"interrupted: both sides' measurements so far are saved under {folder}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"saved {folder / 'base.json'} and {folder / 'cand.json'}", file=sys.stderr)
+    return _print_comparison(compare.compare(
+        [result.base], [result.cand], options, f"BASE {args.base}", f"CAND {args.cand}"), args)
+
+
+def _print_comparison(result: Any, args: argparse.Namespace) -> int:
+    """Write a comparison as asked (format, -o) and turn it into the exit status."""
+    from bench_suite.report import comparison
+
     fmt = comparison.format_for(args.output, args.format)
     text = comparison.render(result, fmt)
     if args.output:
@@ -506,21 +606,31 @@ def _print_summary(run: Any) -> None:
 
     frame = roofline.add_roofline_columns(to_frame([run]), roofline.peaks_for_runs([run]))
     summary = tables.run_summary(frame)
+    rounds = int(run.config.get("rounds", 1)) if isinstance(run.config.get("rounds", 1), int) else 1
     # "% peak" only where measured peaks exist (bench-suite peaks, saved beside the run)
     with_peak = "pct_of_peak" in summary and bool(summary["pct_of_peak"].notna().any())
-    table = Table(title=f"run {run.run_id} on {run.machine}", title_justify="left")
-    cols = ("case", "median", "±", "rate", "vs numpy", *(("% peak",) if with_peak else ()), "note")
+    title = f"run {run.run_id} on {run.machine}" + (f", {rounds} rounds" if rounds > 1 else "")
+    table = Table(title=title, title_justify="left")
+    spread = "± rounds" if rounds > 1 else "± (1 process)"
+    cols = ("case", "median", spread, "rate", "vs numpy", *(("% peak",) if with_peak else ()), "note")
     for col in cols:
         table.add_column(col, justify="left" if col in ("case", "note") else "right",
                          no_wrap=col == "case")
     skipped: dict[str, int] = {}
+    contended = 0
     for row in summary.itertuples(index=False):
         if row.status == "ok":
             pct = getattr(row, "pct_of_peak", float("nan"))
             peak = ("-" if pct != pct else f"{pct:.0f}%",) if with_peak else ()
+            suspect = bool(getattr(row, "speedup_contended", False) or getattr(row, "speedup_bimodal", False))
+            notes = [n for n, on in (
+                (f"contended: machine busy ({row.contention:.1f} cores)", getattr(row, "contended", False)),
+                ("bimodal", getattr(row, "bimodal", False)), ("noisy", row.noisy)) if on]
+            contended += bool(getattr(row, "contended", False))
             table.add_row(row.case_id, fmt_time(row.median_s), f"{row.rel_ci:.1%}",
-                          fmt_rate(row.rate, row.rate_unit), fmt_ratio(row.speedup_vs_numpy),
-                          *peak, "noisy" if row.noisy else "")
+                          fmt_rate(row.rate, row.rate_unit),
+                          fmt_ratio(row.speedup_vs_numpy) + ("?" if suspect else ""),
+                          *peak, ", ".join(notes))
         elif row.status == "skipped":
             skipped[row.reason] = skipped.get(row.reason, 0) + 1
         else:
@@ -530,6 +640,13 @@ def _print_summary(run: Any) -> None:
     console.print(table)
     for reason, count in skipped.items():
         console.print(f"skipped {count} case{'s' if count > 1 else ''}: {reason}")
+    if contended:
+        console.print(f"{contended} case{'s' if contended > 1 else ''} contended: other processes held "
+                      "cores they needed while they were timed; their figures (and ratios marked ?) are "
+                      "not to be trusted, and compare never calls them slower or faster")
+    if rounds == 1:
+        console.print("one round: ± is the spread within one process; the spread between runs is "
+                      "unknown (measure with --rounds, or see bench-suite calibrate)")
 
 
 class _RichProgress:

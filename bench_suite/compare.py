@@ -20,9 +20,26 @@ How one case is judged (``docs/compare.md`` has the reasoning):
   ``inconclusive`` otherwise, and always when a side has fewer than ``min_samples`` raw
   samples or only a foreign summary (asv, pytest-benchmark: ratio shown, nothing tested).
 
+**The unit of replication is the round** (one pass of the sweep in one process), not the
+sample: samples taken back to back in one process share everything that differs between
+runs, so pooling them as independent understates the spread many times over. When the
+sides hold several rounds (``run --rounds``, ``ab``), the per-round medians are the data:
+
+* ``ab`` sides (the same session, rounds measured side by side): a paired t-test on the log
+  ratio of each round's medians; drift of the machine hits both members of a pair alike;
+* otherwise a Welch t-test on the log round medians (or, when both sides hold several runs,
+  on each run's centre: then the runs are the units);
+* rounds timed while other processes held the cores a case needed (``contended``) are left
+  out; a side left with too few is ``inconclusive`` ("machine busy"), never slower or faster;
+* a side whose rounds fall into two groups far apart (``stats.two_groups``: bimodal
+  processes) is ``inconclusive`` ("bimodal"): its ratio depends on which mode each run drew.
+
+Measurements of a single round fall back to the raw samples (bootstrap and Mann-Whitney
+above) and say so: their interval describes one process, and the spread between runs is
+unknown. docs/compare.md has the simulation behind these choices.
+
 Several measurements of one case on one side (repeated runs, a folder of them) are pooled by
-default: their samples together describe that side better than any single run, and the
-spread between runs enters the test. ``combine="latest"`` keeps only the newest.
+default; ``combine="latest"`` keeps only the newest.
 """
 
 from __future__ import annotations
@@ -32,13 +49,15 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench_suite import stats
 from bench_suite.env import lookup
 from bench_suite.errors import UsageError
+from bench_suite.noise import NoiseProfile, detectable_change, profiles_for_runs
 from bench_suite.results import Measurement, Run, json_safe
 
 if TYPE_CHECKING:
@@ -59,6 +78,11 @@ MIN_SAMPLES = 5
 EXACT_MWU_MAX_PRODUCT = 10_000
 #: Bootstrap resampling is done in blocks of at most this many values (memory, not speed).
 _BOOT_BLOCK = 4_000_000
+#: Fewest rounds (or pairs of rounds, or runs) per side for a test between rounds.
+MIN_ROUNDS = 3
+#: Why a case is not judged, whatever its figures say.
+BUSY = "machine busy"
+BIMODAL = "bimodal"
 
 
 # --- options and parsing ------------------------------------------------------------------
@@ -204,6 +228,48 @@ class PairStats:
     ci_high: float
     p_value: float
     note: str = ""
+    method: str = "samples"  # samples | paired rounds | rounds | runs
+
+
+def _t_test(mean: float, se: float, dof: float, confidence: float, method: str) -> PairStats:
+    """Ratio, interval and two-sided p from a mean log ratio and its standard error."""
+    from scipy.stats import t
+
+    ratio = math.exp(mean)
+    if not (dof > 0 and math.isfinite(se)):
+        return PairStats(ratio, math.nan, math.nan, math.nan, "too few rounds to test", method)
+    if se == 0:  # identical rounds: exactly that ratio, nothing to doubt
+        return PairStats(ratio, ratio, ratio, 1.0 if mean == 0 else 0.0, "", method)
+    half = float(t.ppf(0.5 + confidence / 2, dof)) * se
+    p = float(2 * t.sf(abs(mean) / se, dof))
+    return PairStats(ratio, math.exp(mean - half), math.exp(mean + half), min(1.0, p), "", method)
+
+
+def paired_rounds_test(base: Sequence[float], cand: Sequence[float], confidence: float) -> PairStats:
+    """Paired t-test on ``log(cand_r / base_r)``: round r of each side was measured side by
+    side in time (``ab``), so what drifted between rounds cancels in each pair."""
+    d = np.log(np.asarray(cand, dtype=float)) - np.log(np.asarray(base, dtype=float))
+    n = len(d)
+    if n < 2:
+        return PairStats(math.exp(float(d.mean())) if n else math.nan, math.nan, math.nan, math.nan,
+                         "too few rounds to test", "paired rounds")
+    return _t_test(float(d.mean()), float(d.std(ddof=1)) / math.sqrt(n), n - 1, confidence,
+                   "paired rounds")
+
+
+def welch_rounds_test(base: Sequence[float], cand: Sequence[float], confidence: float,
+                      method: str = "rounds") -> PairStats:
+    """Welch's t-test on log times of independent units (rounds or runs) of each side."""
+    lb = np.log(np.asarray(base, dtype=float))
+    lc = np.log(np.asarray(cand, dtype=float))
+    nb, nc = len(lb), len(lc)
+    if nb < 2 or nc < 2:
+        ratio = math.exp(float(lc.mean() - lb.mean())) if nb and nc else math.nan
+        return PairStats(ratio, math.nan, math.nan, math.nan, "too few rounds to test", method)
+    vb, vc = float(lb.var(ddof=1)) / nb, float(lc.var(ddof=1)) / nc
+    se = math.sqrt(vb + vc)
+    dof = (vb + vc) ** 2 / (vb**2 / (nb - 1) + vc**2 / (nc - 1)) if vb + vc > 0 else nb + nc - 2
+    return _t_test(float(lc.mean() - lb.mean()), se, dof, confidence, method)
 
 
 def pair_stats(
@@ -268,6 +334,14 @@ class Side:
     n: int  # samples (or the foreign summary's count)
     measurements: int  # how many measurements were combined
     raw: bool  # False: only a foreign summary, no raw samples
+    rounds: tuple[float, ...] = ()  # medians of the usable (uncontended) rounds
+    round_keys: tuple[tuple[str, int], ...] = ()  # (ab session or run id, round index) of each
+    run_centers: tuple[float, ...] = ()  # per measurement: the median of its usable rounds
+    contended_rounds: int = 0
+    total_rounds: int = 0
+    contended: bool = False  # too few rounds were free of other work to judge by
+    bimodal: bool = False
+    multi_round: bool = False  # some measurement holds several rounds
 
 
 @dataclass(frozen=True)
@@ -286,10 +360,19 @@ class CasePair:
     ratio: float  # cand / base: above 1 is slower
     ci_low: float
     ci_high: float
-    p_value: float  # raw two-sided Mann-Whitney U
+    p_value: float  # raw two-sided p of the test (see ``method``)
     p_adjusted: float  # after the multiple-testing correction
     verdict: str
     note: str = ""
+    method: str = "samples"  # what the test compared: samples | paired rounds | rounds | runs
+    base_rounds: int = 1  # units each side contributed (rounds, or runs)
+    cand_rounds: int = 1
+    flag: str = ""  # "machine busy" | "bimodal": why it was not judged, whatever its figures
+    contended_rounds: int = 0  # rounds left out, both sides, because other work held the cores
+    #: Smallest relative change this comparison could detect (90% power at alpha), from the
+    #: machine's noise profile (``bench-suite calibrate``) or else from these rounds' spread.
+    detectable: float = math.nan
+    detectable_from: str = ""  # "noise profile" | "these rounds" | ""
 
     @property
     def change(self) -> float:
@@ -408,35 +491,91 @@ class Comparison:
 # --- combining the measurements of one side ------------------------------------------------
 
 
-def _by_case(runs: Sequence[Run]) -> dict[str, list[tuple[str, int, Measurement]]]:
-    """case id -> [(run created_at, order seen, measurement)], oldest first."""
-    out: dict[str, list[tuple[str, int, Measurement]]] = {}
+_Entry = tuple[Run, int, Measurement]
+
+
+def _by_case(runs: Sequence[Run]) -> dict[str, list[_Entry]]:
+    """case id -> [(run, order seen, measurement)], oldest first."""
+    out: dict[str, list[_Entry]] = {}
     order = 0
     for run in runs:
         for m in run.measurements:
-            out.setdefault(m.id, []).append((run.created_at, order, m))
+            out.setdefault(m.id, []).append((run, order, m))
             order += 1
     for entries in out.values():
-        entries.sort(key=lambda e: (e[0], e[2].started_at, e[1]))
+        entries.sort(key=lambda e: (e[0].created_at, e[2].started_at, e[1]))
     return out
 
 
-def _combine(entries: list[tuple[str, int, Measurement]], how: str) -> Side:
-    ms = [e[2] for e in entries]
-    latest = ms[-1]
-    if how == "latest" or all(m.status != "ok" for m in ms):
-        chosen = [latest]
+def ab_session(run: Run) -> str:
+    """The ``ab`` session a run was measured in ("" if none): its rounds pair with the other
+    side's rounds of the same index."""
+    ab = run.config.get("ab") if isinstance(run.config, Mapping) else None
+    session = ab.get("session") if isinstance(ab, Mapping) else None
+    return session if isinstance(session, str) else ""
+
+
+def _combine(entries: list[_Entry], how: str) -> Side:
+    pairs = [(e[0], e[2]) for e in entries]
+    latest = pairs[-1][1]
+    if how == "latest" or all(m.status != "ok" for _, m in pairs):
+        chosen = [pairs[-1]]
     else:
-        chosen = [m for m in ms if m.status == "ok"]
-    if chosen[0].status != "ok":
+        chosen = [(r, m) for r, m in pairs if m.status == "ok"]
+    if chosen[0][1].status != "ok":
         return Side(latest.status, latest.reason, (), math.nan, 0, 1, True)
-    raw = [m for m in chosen if m.samples_s]
-    if raw:
-        samples = tuple(x for m in raw for x in m.samples_s)
-        return Side("ok", "", samples, float(np.median(samples)), len(samples), len(raw), True)
-    # foreign summaries only: no samples to pool, so the newest one speaks for the side
-    s = chosen[-1].summary
-    return Side("ok", "", (), s.median, s.n, 1, False)
+    raw = [(r, m) for r, m in chosen if m.samples_s]
+    if not raw:  # foreign summaries only: no samples to pool, the newest one speaks for the side
+        s = chosen[-1][1].summary
+        return Side("ok", "", (), s.median, s.n, 1, False)
+    samples = tuple(x for _, m in raw for x in m.samples_s)
+    multi = any(len([r for r in m.rounds if r.samples_s]) > 1 for _, m in raw)
+    rounds: list[float] = []
+    keys: list[tuple[str, int]] = []
+    centers: list[float] = []
+    contended = total = 0
+    for run, m in raw:
+        with_samples = [r for r in m.rounds if r.samples_s]
+        clean = [r for r in with_samples if not r.contended]
+        total += len(with_samples)
+        contended += len(with_samples) - len(clean)
+        key = ab_session(run) or run.run_id
+        rounds += [r.median for r in clean]
+        keys += [(key, r.index) for r in clean]
+        if clean:
+            centers.append(float(np.median([r.median for r in clean])))
+    if multi:
+        busy = len(rounds) < MIN_ROUNDS and contended > 0
+        median = float(np.median(rounds)) if rounds else float(np.median([m.summary.median for _, m in raw]))
+        bimodal = stats.two_groups(rounds) is not None
+    else:  # single-round measurements: a contended one cannot be judged by its samples
+        busy = contended > 0
+        median = float(np.median(samples))
+        bimodal = False
+    return Side("ok", "", samples, median, len(samples), len(raw), True, tuple(rounds), tuple(keys),
+                tuple(centers), contended, total, busy, bimodal, multi)
+
+
+def _round_stats(bs: Side, cs: Side, options: CompareOptions, rng: np.random.Generator) -> PairStats:
+    """The test between two sides, on the right unit (see the module's doc)."""
+    if not (bs.multi_round or cs.multi_round):
+        st = pair_stats(bs.samples, cs.samples, options, rng)
+        note = "one round per side: the interval is within one process; the spread between runs is unknown"
+        return replace(st, note=f"{st.note}; {note}" if st.note else note)
+    shared = set(bs.round_keys) & set(cs.round_keys)
+    if len(shared) >= MIN_ROUNDS:  # ab: rounds of one session, measured side by side
+        b = dict(zip(bs.round_keys, bs.rounds, strict=True))
+        c = dict(zip(cs.round_keys, cs.rounds, strict=True))
+        keys = sorted(shared)
+        return paired_rounds_test([b[k] for k in keys], [c[k] for k in keys], options.confidence)
+    if len(bs.run_centers) >= MIN_ROUNDS and len(cs.run_centers) >= MIN_ROUNDS:
+        return welch_rounds_test(bs.run_centers, cs.run_centers, options.confidence, "runs")
+    if len(bs.rounds) < MIN_ROUNDS or len(cs.rounds) < MIN_ROUNDS:
+        few = min(len(bs.rounds), len(cs.rounds))
+        ratio = cs.median_s / bs.median_s if bs.median_s > 0 else math.nan
+        return PairStats(ratio, math.nan, math.nan, math.nan,
+                         f"too few rounds ({few} < {MIN_ROUNDS}): not tested", "rounds")
+    return welch_rounds_test(bs.rounds, cs.rounds, options.confidence)
 
 
 # --- the environment ----------------------------------------------------------------------
@@ -556,14 +695,44 @@ def _side_info(label: str, runs: Sequence[Run]) -> SideInfo:
 # --- the comparison -----------------------------------------------------------------------
 
 
+def _detectable(case_id: str, st: PairStats, bs: Side, cs: Side, units: tuple[int, int],
+                profile: NoiseProfile | None, alpha: float) -> tuple[float, str]:
+    """The smallest change this pair's design could see, and where the noise figure came from."""
+    paired = st.method == "paired rounds"
+    noise = profile.for_case(case_id) if profile is not None else None
+    sd = (noise.pair_sd if paired else noise.round_sd) if noise is not None else None
+    if sd is not None:
+        return detectable_change(sd, *units, paired, alpha), "noise profile"
+    if st.method == "samples":
+        return math.nan, ""
+    if paired:
+        b, c = dict(zip(bs.round_keys, bs.rounds, strict=True)), dict(zip(cs.round_keys, cs.rounds, strict=True))
+        d = [math.log(c[k] / b[k]) for k in sorted(set(b) & set(c))]
+        sd = float(np.std(d, ddof=1)) if len(d) >= 2 else None
+    else:
+        xs = bs.run_centers if st.method == "runs" else bs.rounds
+        ys = cs.run_centers if st.method == "runs" else cs.rounds
+        groups = [np.log(g) for g in (xs, ys) if len(g) >= 2]
+        dof = sum(len(g) - 1 for g in groups)
+        sd = math.sqrt(sum(float(np.sum((g - g.mean()) ** 2)) for g in groups) / dof) if dof else None
+    return detectable_change(sd, *units, paired, alpha), "these rounds" if sd is not None else ""
+
+
 def compare(
     base: Sequence[Run],
     cand: Sequence[Run],
     options: CompareOptions = CompareOptions(),
     base_label: str = "BASE",
     cand_label: str = "CAND",
+    profiles: Mapping[str, NoiseProfile] | None = None,
 ) -> Comparison:
-    """Pair the two sides' measurements by case id and judge each pair."""
+    """Pair the two sides' measurements by case id and judge each pair.
+
+    ``profiles``: noise profiles by machine (``bench-suite calibrate``), for each case's
+    smallest detectable change; by default those found beside the run files.
+    """
+    if profiles is None:
+        profiles = profiles_for_runs([*base, *cand])
     if not base or not cand:
         raise UsageError("nothing to compare: a side has no runs")
     bmap, cmap = _by_case(base), _by_case(cand)
@@ -573,7 +742,8 @@ def compare(
     only_cand = tuple(OneSided(i, "cand", _combine(cmap[i], options.combine).status)
                       for i in ids if i not in bmap)
 
-    rows: list[tuple[Measurement, Side, Side, PairStats]] = []
+    rows: list[tuple[Measurement, Side, Side, PairStats, str]] = []
+    m_machine: dict[str, str] = {}
     not_compared: list[NotCompared] = []
     for i in ids:
         if i not in bmap or i not in cmap:
@@ -583,29 +753,40 @@ def compare(
             not_compared.append(NotCompared(i, bs.status, bs.reason, cs.status, cs.reason))
             continue
         if bs.raw and cs.raw:
-            st = pair_stats(bs.samples, cs.samples, options, _case_rng(options.seed, i))
+            st = _round_stats(bs, cs, options, _case_rng(options.seed, i))
         else:
             ratio = cs.median_s / bs.median_s if bs.median_s > 0 else math.nan
             st = PairStats(ratio, math.nan, math.nan, math.nan,
                            "no raw samples (foreign summary): ratio only, not tested")
-        rows.append((bmap[i][-1][2], bs, cs, st))
+        flag, why = _flag(bs, cs)
+        if flag:  # shown with its figures, but not tested, so never slower or faster
+            st = replace(st, p_value=math.nan, note=why)
+        rows.append((bmap[i][-1][2], bs, cs, st, flag))
+        m_machine[i] = bmap[i][-1][0].machine
 
     adjusted = (holm([r[3].p_value for r in rows]) if options.correction == "holm"
                 else [r[3].p_value for r in rows])
     pairs = []
-    for (m, bs, cs, st), p_adj in zip(rows, adjusted, strict=True):
+    for (m, bs, cs, st, flag), p_adj in zip(rows, adjusted, strict=True):
         c = m.case
         note = st.note
         if bs.measurements > 1 or cs.measurements > 1:
             pooled = f"pooled {bs.measurements} base / {cs.measurements} cand measurements"
             note = f"{note}; {pooled}" if note else pooled
+        verdict = "inconclusive" if flag else decide(st.ratio, st.ci_low, st.ci_high, p_adj, options)
+        units = (len(bs.run_centers), len(cs.run_centers)) if st.method == "runs" else (
+            (len(bs.rounds), len(cs.rounds)) if st.method != "samples" else (1, 1))
+        detectable, source = _detectable(c.id, st, bs, cs, units, profiles.get(m_machine[c.id]),
+                                         options.alpha)
         pairs.append(CasePair(
             case_id=c.id, op=c.op, backend=c.backend, dtype=c.dtype, size=c.size_label,
             threads=c.threads_label, grad_mode=c.grad_mode,
             base_median_s=bs.median_s, cand_median_s=cs.median_s, base_n=bs.n, cand_n=cs.n,
             ratio=st.ratio, ci_low=st.ci_low, ci_high=st.ci_high, p_value=st.p_value,
-            p_adjusted=p_adj, verdict=decide(st.ratio, st.ci_low, st.ci_high, p_adj, options),
-            note=note,
+            p_adjusted=p_adj, verdict=verdict, note=note, method=st.method,
+            base_rounds=units[0], cand_rounds=units[1], flag=flag,
+            contended_rounds=bs.contended_rounds + cs.contended_rounds,
+            detectable=detectable, detectable_from=source,
         ))
     return Comparison(
         options=options,
@@ -619,6 +800,20 @@ def compare(
         geomeans=geomeans(pairs),
         tested=sum(math.isfinite(r[3].p_value) for r in rows),
     )
+
+
+def _flag(bs: Side, cs: Side) -> tuple[str, str]:
+    """Why a pair must not be judged ("machine busy", "bimodal"), and the note saying so."""
+    busy = [name for name, side in (("base", bs), ("cand", cs)) if side.contended]
+    if busy:
+        rounds = sum(s.contended_rounds for s in (bs, cs))
+        return BUSY, (f"{BUSY}: other processes held the cores this case needed "
+                      f"({' and '.join(busy)}, {rounds} round{'s' if rounds != 1 else ''})")
+    split = [name for name, side in (("base", bs), ("cand", cs)) if side.bimodal]
+    if split:
+        return BIMODAL, (f"{BIMODAL}: the rounds of {' and '.join(split)} fall into two groups far "
+                         "apart; the ratio depends on which each run drew")
+    return "", ""
 
 
 def geomeans(pairs: Sequence[CasePair]) -> tuple[GeoMean, ...]:

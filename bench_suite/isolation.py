@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -40,7 +40,7 @@ from typing import IO, Any
 from bench_suite.cases import Case
 from bench_suite.errors import BenchSuiteError, UsageError
 from bench_suite.results import Measurement, Round, parse_json
-from bench_suite.runner import RunOptions, now_iso
+from bench_suite.runner import Rounds, RunOptions, now_iso
 from bench_suite.timing import TimingConfig
 from bench_suite.worker import PROTOCOL
 
@@ -166,13 +166,22 @@ class Worker:
 
     def request(self, doc: Mapping[str, Any], timeout_s: float) -> dict[str, Any] | str:
         """Send one request; its reply, or how the worker ended without one (in words)."""
-        if self.proc is None or self.proc.stdin is None or self.ended:
+        if not self.send(doc):
             return self.ended or "worker not started"
+        return self._reply(timeout_s)
+
+    def send(self, doc: Mapping[str, Any]) -> bool:
+        """Send a request without waiting for its reply (:meth:`reply` reads it)."""
+        if self.proc is None or self.proc.stdin is None or self.ended:
+            return False
         try:
             self.proc.stdin.write((json.dumps({"protocol": PROTOCOL, **doc}) + "\n").encode())
             self.proc.stdin.flush()
         except OSError:
-            pass  # it died: the reply read below says how
+            pass  # it died: the reply read next says how
+        return True
+
+    def reply(self, timeout_s: float) -> dict[str, Any] | str:
         return self._reply(timeout_s)
 
     def _reply(self, timeout_s: float) -> dict[str, Any] | str:
@@ -431,6 +440,7 @@ class RoundWorkers:
     env: Mapping[str, str] | None = None
     isolate: bool = False
     _worker: Worker | None = None
+    _importing: bool = False
 
     def __post_init__(self) -> None:
         if self.env is None:
@@ -455,11 +465,36 @@ class RoundWorkers:
         m = self._worker.measure(case, self.options, self.timeout_s, round_index, started, t0)
         return with_round(m, round_index)
 
+    def config(self) -> dict[str, Any]:
+        """What the run's config records (``--resume`` reuses it)."""
+        return {"isolate": self.isolate, "case_timeout_s": self.timeout_s}
+
     def environment(self, machine: str) -> dict[str, Any] | None:
         """The environment of the current worker's interpreter (None without a live one)."""
         if self._worker is None or not self._worker.alive:
             return None
         return self._worker.environment(machine)
+
+    def start_imports(self, backends: Sequence[str]) -> None:
+        """Start this round's worker and have it import what ``backends`` need, without
+        waiting (:meth:`finish_imports` waits): the sides of an ``ab`` import at once."""
+        assert self.env is not None
+        if self.isolate:
+            return
+        if self._worker is None or not self._worker.alive:
+            self._worker = Worker(self.python, self.env)
+            try:
+                self._worker.start()
+            except WorkerStartError:
+                self._worker = None  # measure() starts another and records why it fails
+                return
+        self._worker.send({"cmd": "import", "backends": list(backends)})
+        self._importing = True
+
+    def finish_imports(self) -> None:
+        if self._worker is not None and self._importing:
+            self._worker.reply(self.timeout_s)
+        self._importing = False
 
     def wait_until_quiet(self) -> None:
         if self._worker is not None and self._worker.alive:
@@ -474,3 +509,23 @@ class RoundWorkers:
         if self._worker is not None:
             self._worker.kill()
             self._worker = None
+
+
+def plan_rounds(options: RunOptions, count: int, isolate: bool = False,
+                timeout_s: float | None = None, order_seed: int = 0,
+                python: str | None = None, env: Mapping[str, str] | None = None) -> Rounds:
+    """The rounds of a sweep: ``count`` fresh processes, the case's time budget shared
+    between them, one worker per round (or per case and round with ``isolate``)."""
+    per_round = per_round_options(options, count)
+    timeout = check_timeout(timeout_s)
+    measurer = RoundWorkers(per_round, timeout if timeout is not None else default_timeout_s(per_round.timing),
+                            python or sys.executable, env, isolate)
+    return Rounds(count, measurer, order_seed)
+
+
+def per_round_options(options: RunOptions, count: int) -> RunOptions:
+    """The options one round measures with: the case's time budget divided by the rounds."""
+    if count < 1:
+        raise UsageError(f"rounds must be 1 or more, not {count}")
+    return replace(options, timing=replace(options.timing,
+                                           time_budget_s=options.timing.time_budget_s / count))

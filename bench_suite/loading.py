@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bench_suite.errors import ResultsFileError
+from bench_suite.noise import is_noise_file
 from bench_suite.results import JOURNAL_SUFFIX, Run
 from bench_suite.roofline import is_peaks_file
 
@@ -22,9 +23,10 @@ def _expand(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) ->
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            # peaks files (bench-suite peaks) live beside run files; they are not runs
+            # peaks and noise files (bench-suite peaks, calibrate) live beside run files; they
+            # are not runs
             found = sorted(x for x in p.rglob("*.json")
-                           if not x.name.startswith(".") and not is_peaks_file(x))
+                           if not x.name.startswith(".") and not is_peaks_file(x) and not is_noise_file(x))
             # a journal whose run never finished has no final file beside it
             found += sorted(
                 j for j in p.rglob(f"*.json{JOURNAL_SUFFIX}")

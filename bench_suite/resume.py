@@ -30,7 +30,7 @@ from bench_suite.cases import Case, parse_case_id
 from bench_suite.errors import BenchSuiteError, ResultsFileError, UsageError
 from bench_suite.gpu_options import TimingOptions
 from bench_suite.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter, journal_path, read_run_file
-from bench_suite.runner import MeasureCase, Progress, RunOptions, finish_sweep, now_iso
+from bench_suite.runner import MeasureCase, Progress, Rounds, RunOptions, done_rounds, finish_sweep, now_iso
 from bench_suite.timing import TimingConfig
 
 
@@ -45,8 +45,28 @@ class Resumable:
 
     @property
     def remaining(self) -> tuple[Case, ...]:
-        done = {m.id for m in self.run.measurements}
-        return tuple(c for c in self.cases if c.id not in done)
+        """Cases with a round still to measure (any round, with ``--rounds``)."""
+        done, skipped = done_rounds(self.run.measurements)
+        rounds = range(self.rounds) if self.rounds > 1 else (None,)
+        measured = {m.id for m in self.run.measurements}
+        return tuple(c for c in self.cases if c.id not in skipped and any(
+            (c.id not in measured) if r is None else ((c.id, r) not in done) for r in rounds))
+
+    @property
+    def rounds(self) -> int:
+        value = self.run.config.get("rounds", 1)
+        return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1000 else 1
+
+    @property
+    def order_seed(self) -> int:
+        value = self.run.config.get("order_seed", 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    @property
+    def progress_text(self) -> str:
+        todo = len(self.remaining)
+        text = f"{len(self.cases) - todo} of {len(self.cases)} cases done, {todo} to go"
+        return text + (f" (in {self.rounds} rounds)" if self.rounds > 1 else "")
 
     @property
     def isolate(self) -> bool:
@@ -94,6 +114,7 @@ def resume_run(
     measure_case: MeasureCase | None = None,
     backend_for: Callable[[str], Backend] = get_backend,
     config: Mapping[str, Any] | None = None,
+    rounds: Rounds | None = None,
 ) -> Run:
     """Measure the cases the run still lacks, then write its final file (as ``run_sweep``).
 
@@ -105,7 +126,7 @@ def resume_run(
     writer = RunWriter(state.path, header)  # the journal now holds every measurement so far
     with contextlib.suppress(FileNotFoundError):
         state.path.unlink()  # the stale incomplete final file: the journal supersedes it
-    return finish_sweep(writer, state.cases, state.options, progress, backend_for, measure_case)
+    return finish_sweep(writer, state.cases, state.options, progress, backend_for, measure_case, rounds)
 
 
 def _check_same_environment(run: Run, given: Path) -> None:

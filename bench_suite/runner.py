@@ -257,7 +257,8 @@ class Rounds:
             raise UsageError(f"rounds must be 1..1000, not {self.count}")
 
     def config(self) -> dict[str, Any]:
-        return {"rounds": self.count, "order_seed": self.order_seed}
+        own = getattr(self.measurer, "config", None)
+        return {"rounds": self.count, "order_seed": self.order_seed, **(own() if callable(own) else {})}
 
 
 def round_order(cases: Sequence[Case], seed: int, index: int) -> list[Case]:

@@ -12,7 +12,10 @@ this package before it sends any work. Requests:
 * a measurement: ``{"protocol", "case", "seed", "timing", "gpu", "round"}``; reply
   ``{"protocol", "measurement"}``;
 * ``{"protocol", "cmd": "env", "machine"}``: the environment of this process (its
-  interpreter, packages, torch and GPUs as it sees them); reply ``{"protocol", "env"}``.
+  interpreter, packages, torch and GPUs as it sees them); reply ``{"protocol", "env"}``;
+* ``{"protocol", "cmd": "import", "backends"}``: import what those backends need (torch:
+  seconds), so that a round's workers can do it at once, before any of them measures;
+  reply ``{"protocol", "imported"}``.
 
 End of input ends the worker. Anything that kills it (a segfault, an abort, a fatal CUDA
 error, a hang ended by the parent's timeout) leaves no reply, and the parent records the case
@@ -88,6 +91,20 @@ def env_request(request: dict[str, Any]) -> dict[str, Any]:
     return {"protocol": PROTOCOL, "env": env.collect(machine if isinstance(machine, str) else None)}
 
 
+def import_request(request: dict[str, Any]) -> dict[str, Any]:
+    import importlib.util
+
+    from bench_suite.backends import get_backend
+
+    names = request.get("backends")
+    names = [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    for name in names:
+        get_backend(name)
+    if any(n != "numpy" for n in names) and importlib.util.find_spec("torch") is not None:
+        import torch  # noqa: F401
+    return {"protocol": PROTOCOL, "imported": names}
+
+
 def serve(result_fd: int, timeout_s: float | None = None) -> int:
     out = os.fdopen(result_fd, "w", encoding="utf-8")
 
@@ -109,6 +126,8 @@ def serve(result_fd: int, timeout_s: float | None = None) -> int:
             faulthandler.dump_traceback_later(max(timeout - 2, 0.9 * timeout))
         if request.get("cmd") == "env":
             reply(env_request(request))
+        elif request.get("cmd") == "import":
+            reply(import_request(request))
         else:
             reply(measure_request(request))
         faulthandler.cancel_dump_traceback_later()

@@ -12,7 +12,8 @@ import pytest
 from bench_suite import load_results
 from bench_suite.cli import create_parser, main
 
-TINY = ["--sizes", "16,32", "--threads", "1", "--time-budget", "0.03", "--min-samples", "3", "--quiet"]
+TINY = ["--sizes", "16,32", "--threads", "1", "--time-budget", "0.03", "--min-samples", "3", "--quiet",
+        "--rounds", "1"]
 
 
 def test_run_writes_a_loadable_run_with_every_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

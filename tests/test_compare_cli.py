@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench_suite import backends
+from bench_suite import backends, runner
 from bench_suite.backends.base import Backend, Prepared
 from bench_suite.cases import Case, parse_case_id
 from bench_suite.cli import main
 from bench_suite.compare import CompareOptions, compare
 from bench_suite.report import comparison as render
 from bench_suite.results import Measurement, Run
+from tests.quiet import QuietMonitor
 
 # --- the end-to-end test -------------------------------------------------------------------
 
@@ -29,7 +30,7 @@ from bench_suite.results import Measurement, Run
 #: used below, which in turn is far beyond what separate runs on a shared 2-core VM drift by.
 EXTRA_NS = 200_000
 SWEEP = ["--backends", "numpy", "--ops", "matmul,hadamard", "--dtypes", "float32", "--sizes", "32,64",
-         "--threads", "1", "--time-budget", "0.05", "--quiet", "--machine", "ci-box"]
+         "--threads", "1", "--time-budget", "0.05", "--quiet", "--machine", "ci-box", "--rounds", "1"]
 
 
 class SlowedBackend(Backend):
@@ -73,6 +74,7 @@ def _slow(op: str) -> Callable[[str], Backend]:
 def test_compare_two_real_runs_names_exactly_the_slowed_cases(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setattr(runner, "Monitor", QuietMonitor)  # the subject is compare, not the load
     assert main(["run", *SWEEP, "--out", str(tmp_path / "base")]) == 0
     monkeypatch.setitem(backends.FACTORIES, "numpy", _slow("matmul"))
     assert main(["run", *SWEEP, "--out", str(tmp_path / "cand")]) == 0

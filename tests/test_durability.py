@@ -20,7 +20,7 @@ from bench_suite.results import journal_path, read_run_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ["--backends", "numpy", "--ops", "matmul,hadamard", "--sizes", "16,32,48,64",
-         "--threads", "1", "--time-budget", "0.05"]
+         "--threads", "1", "--time-budget", "0.05", "--rounds", "1"]
 EXPECTED = [c.id for c in cli.sweep_from_args(cli.create_parser().parse_args(["run", *SWEEP]))[1]]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 

@@ -71,7 +71,7 @@ def test_cli_isolate_records_failures_and_config(tmp_path: Path, monkeypatch: py
     out = tmp_path / "r.json"
     rc = cli.main(["run", "--isolate", "--case-timeout", "20", "--backends", "numpy", "--ops", "matmul",
                    "--sizes", "16,17", "--threads", "1", "--time-budget", "0.05", "--out", str(out),
-                   "--quiet"])
+                   "--quiet", "--rounds", "1"])
     assert rc == 0
     [run] = load_runs([out])
     assert [m.status for m in run.measurements] == ["ok", "failed"]

@@ -72,13 +72,25 @@ def _pct(x: float) -> str:
     return f"{x * 100:g}%"
 
 
+#: How each test method is described in the settings line.
+_METHODS = {
+    "paired rounds": "paired t-test on the rounds (ab: round r of each side side by side)",
+    "rounds": "Welch t-test on the rounds' medians",
+    "runs": "Welch t-test on the runs' medians",
+    "samples": "bootstrap interval and Mann-Whitney U on one process's samples (one round per side: "
+               "the spread between runs is unknown)",
+}
+
+
 def settings_line(c: Comparison) -> str:
     o = c.options
     corr = (f"Holm correction over {c.tested} tested case{'s' if c.tested != 1 else ''}"
             if o.correction == "holm" else "no multiple-testing correction")
     combine = "pooled" if o.combine == "pool" else "latest only"
-    return (f"threshold {_pct(o.threshold)}, alpha {o.alpha:g} ({corr}); "
-            f"{_pct(o.confidence)} bootstrap intervals; measurements {combine}")
+    methods = list(dict.fromkeys(p.method for p in c.pairs)) or ["samples"]
+    how = "; ".join(_METHODS.get(m, m) for m in methods)
+    return (f"threshold {_pct(o.threshold)}, alpha {o.alpha:g} ({corr}); {_pct(o.confidence)} "
+            f"intervals; {how}; measurements {combine}")
 
 
 def headline(c: Comparison) -> str:
@@ -86,7 +98,23 @@ def headline(c: Comparison) -> str:
     parts = [f"{n[v]} {v}" for v in ("slower", "faster", "unchanged", "inconclusive")]
     verdict = (f"REGRESSION: {len(c.regressions)} case{'s' if len(c.regressions) != 1 else ''} "
                f"slower beyond {_pct(c.options.threshold)}" if c.has_regression else "no regression")
-    return f"{verdict} ({', '.join(parts)} of {len(c.pairs)} compared)"
+    flags: dict[str, int] = {}
+    for p in c.pairs:
+        if p.flag:
+            flags[p.flag] = flags.get(p.flag, 0) + 1
+    unjudged = (f"; not judged: {', '.join(f'{k} {v}' for k, v in flags.items())}" if flags else "")
+    return f"{verdict} ({', '.join(parts)} of {len(c.pairs)} compared{unjudged})"
+
+
+def fmt_units(p: CasePair) -> str:
+    if p.method == "samples":
+        return "1/1"
+    return f"{p.base_rounds}/{p.cand_rounds}" + (" paired" if p.method == "paired rounds" else
+                                                 " runs" if p.method == "runs" else "")
+
+
+def fmt_detectable(p: CasePair) -> str:
+    return f"{p.detectable * 100:.1f}%" if math.isfinite(p.detectable) else "-"
 
 
 def hardware_line(c: Comparison) -> str:
@@ -115,12 +143,13 @@ def _env_rows(c: Comparison) -> list[list[str]]:
 def _pair_cells(p: CasePair) -> list[str]:
     return [p.case_id, fmt_time(p.base_median_s), fmt_time(p.cand_median_s), fmt_ratio(p.ratio),
             fmt_change(p.ratio), fmt_interval(p.ci_low, p.ci_high), fmt_p(p.p_adjusted),
-            p.verdict, p.note]
+            fmt_units(p), fmt_detectable(p), p.verdict, p.note]
 
 
 def _pair_header(c: Comparison) -> list[str]:
     return ["case", "base median", "cand median", "ratio", "change",
-            f"{_pct(c.options.confidence)} interval", "p (adj.)", "verdict", "note"]
+            f"{_pct(c.options.confidence)} interval", "p (adj.)", "rounds", "detectable", "verdict",
+            "note"]
 
 
 # --- text ---------------------------------------------------------------------------------
@@ -155,7 +184,7 @@ def render_text(c: Comparison) -> str:
     out += ["", headline(c), ""]
     if c.pairs:
         rows = [[_plain(x) for x in _pair_cells(p)] for p in ordered_pairs(c)]
-        out += _table(_pair_header(c), rows, {1, 2, 3, 4, 6})
+        out += _table(_pair_header(c), rows, {1, 2, 3, 4, 6, 7, 8})
         out.append("")
     if c.geomeans:
         out.append("geometric mean of ratios per op and backend")
@@ -219,7 +248,7 @@ def render_markdown(c: Comparison) -> str:
         out.append("")
     if c.pairs:
         out += ["#### Cases", ""]
-        out += _md_table(_pair_header(c), [_pair_cells(p) for p in ordered_pairs(c)], {1, 2, 3, 4, 6})
+        out += _md_table(_pair_header(c), [_pair_cells(p) for p in ordered_pairs(c)], {1, 2, 3, 4, 6, 7, 8})
         out.append("")
     if c.geomeans:
         out += ["#### Geometric mean of ratios", ""]
@@ -403,7 +432,7 @@ def render_html(c: Comparison, figure: bool = True) -> str:
     if c.pairs:
         pairs = ordered_pairs(c)
         rows = [_pair_cells(p) for p in pairs]
-        table = _html_table(_pair_header(c), rows, {1, 2, 3, 4, 6}, lambda k: pairs[k].verdict, class_col=7)
+        table = _html_table(_pair_header(c), rows, {1, 2, 3, 4, 6, 7, 8}, lambda k: pairs[k].verdict, class_col=9)
         parts += ["<h2>Cases</h2>", table]
     if c.geomeans:
         parts += ["<h2>Geometric mean of ratios</h2>", _html_table(

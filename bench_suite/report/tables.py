@@ -134,10 +134,25 @@ def run_summary(frame: pd.DataFrame) -> pd.DataFrame:
     base = base.drop_duplicates(subset=CASE_KEYS[:-1], keep="first")
     df = df.merge(base, on=CASE_KEYS[:-1], how="left")
     df["speedup_vs_numpy"] = df["numpy_median_s"] / df["median_s"]
+    # a speedup is only as trustworthy as both of its times: a contended numpy time once
+    # read as a 117x "speedup" of torch over numpy
+    flags = [f for f in _FLAGS if f in df.columns]
+    base_flags = df[(df["backend"] == BASELINE) & (df["status"] == "ok")][
+        [*CASE_KEYS[:-1], *flags]].drop_duplicates(subset=CASE_KEYS[:-1], keep="first")
+    df = df.merge(base_flags.rename(columns={f: f"numpy_{f}" for f in flags}), on=CASE_KEYS[:-1],
+                  how="left")
     cols = ["case_id", "status", "median_s", "rel_ci", "rate", "rate_unit", "speedup_vs_numpy",
             "noisy", "reason"]
     cols += [c for c in ("pct_of_peak",) if c in df.columns]
+    for flag in flags:
+        df[f"speedup_{flag}"] = df[flag].astype(bool) | df[f"numpy_{flag}"].astype("boolean").fillna(False)
+        cols += [flag, f"speedup_{flag}"]
+    cols += [c for c in ("rounds", "contention") if c in df.columns]
     return pd.DataFrame(df[cols]).reset_index(drop=True)
+
+
+#: Flags of a measurement that make its figures, and ratios built on them, less trustworthy.
+_FLAGS = ("contended", "bimodal")
 
 
 def time_table(frame: pd.DataFrame) -> pd.DataFrame:

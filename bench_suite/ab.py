@@ -1,0 +1,198 @@
+"""``bench-suite ab BASE CAND``: an A/B comparison of two interpreters in one command.
+
+``BASE`` and ``CAND`` are Python interpreters that can import bench-suite: two virtual
+environments (torch 2.12 against 2.13, OpenBLAS numpy against MKL numpy, two checkouts of
+one's own code), or any executable that behaves like one (a wrapper script that sets
+environment variables, a container's entry point).
+
+Each round starts one fresh worker process per side. The cases of the round are taken in a
+seeded random order and, case by case, measured on both sides one right after the other, the
+side that goes first drawn at random: whatever the machine does (a neighbour, turbo, thermal
+drift) hits both members of a pair alike, and the paired test in ``compare`` cancels it. A side
+hands over only once its thread pools have gone quiet (``isolation.wait_until_quiet``). The
+idle side waits on a pipe and uses no CPU.
+
+Both sides' measurements go to their own run file (``base.json`` and ``cand.json`` under the
+output folder) as they come, with each side's environment as its own interpreter reports it;
+the comparison of the two is the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench_suite import env as env_mod
+from bench_suite.cases import Case
+from bench_suite.errors import UsageError
+from bench_suite.isolation import (
+    RoundWorkers,
+    default_timeout_s,
+    per_round_options,
+    worker_env,
+)
+from bench_suite.results import Measurement, Run, RunWriter
+from bench_suite.runner import Progress, RunInterrupted, RunOptions, now_iso, round_order, start_run
+from bench_suite.worker import PROTOCOL
+
+SIDES = ("base", "cand")
+HELLO_TIMEOUT_S = 60.0
+
+
+def check_interpreter(python: str, label: str) -> dict[str, Any]:
+    """The hello of ``python``'s worker; UsageError (one line, exit 2) if it has none.
+
+    Checked before anything runs: a path that does not exist, is not executable, or whose
+    interpreter cannot import bench-suite (or speaks another worker protocol).
+    """
+    path = Path(python)
+    if os.sep in python or path.exists():
+        if not path.exists():
+            raise UsageError(f"{label} {python!r} does not exist")
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise UsageError(f"{label} {python!r} is not an executable file")
+    try:
+        done = subprocess.run([python, "-m", "bench_suite.worker", "--hello"], capture_output=True,
+                              text=True, timeout=HELLO_TIMEOUT_S, stdin=subprocess.DEVNULL,
+                              env=worker_env(own_package=False))
+    except FileNotFoundError:
+        raise UsageError(f"{label} {python!r}: no such interpreter") from None
+    except PermissionError:
+        raise UsageError(f"{label} {python!r} is not executable") from None
+    except OSError as exc:
+        raise UsageError(f"{label} {python!r} cannot be run: {exc.strerror or exc}") from None
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"{label} {python!r} did not answer within {HELLO_TIMEOUT_S:g} s") from None
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    try:
+        hello = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        hello = None
+    if done.returncode != 0 or not isinstance(hello, dict) or "hello" not in hello:
+        why = (done.stderr.strip().splitlines() or ["no answer"])[-1][:200]
+        raise UsageError(f"{label} {python!r} cannot import bench-suite's worker: {why}")
+    if hello.get("protocol") != PROTOCOL:
+        raise UsageError(f"{label} {python!r} runs a bench-suite whose worker protocol is "
+                         f"{hello.get('protocol')!r}, not {PROTOCOL}: install a matching version")
+    return hello["hello"] if isinstance(hello["hello"], dict) else {}
+
+
+@dataclass(frozen=True)
+class AbResult:
+    base: Run
+    cand: Run
+    folder: Path
+
+
+def side_order(seed: int, index: int, case: Case) -> tuple[str, str]:
+    """Which side measures ``case`` first in round ``index`` (seeded, so a run repeats)."""
+    rng = random.Random(f"bench-suite-ab/{seed}/{index}/{case.id}")
+    return SIDES if rng.random() < 0.5 else (SIDES[1], SIDES[0])
+
+
+def run_ab(
+    cases: Sequence[Case],
+    base_python: str,
+    cand_python: str,
+    folder: Path,
+    options: RunOptions,
+    rounds: int,
+    machine: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+    timeout_s: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AbResult:
+    """Measure ``cases`` on both interpreters, round by round and case by case side by side;
+    write ``folder/base.json`` and ``folder/cand.json``. ``env``: extra environment variables
+    for both sides' workers. Ctrl-C saves both runs (incomplete) and raises RunInterrupted
+    with the base run."""
+    if not 2 <= rounds <= 1000:
+        raise UsageError(f"ab needs 2..1000 rounds, not {rounds}")
+    pythons = {"base": base_python, "cand": cand_python}
+    hellos = {side: check_interpreter(p, side.upper()) for side, p in pythons.items()}
+    session = secrets.token_hex(6)
+    per_round = per_round_options(options, rounds)
+    timeout = timeout_s if timeout_s is not None else default_timeout_s(per_round.timing)
+    machine = env_mod.machine_name(machine)
+    parent_env = env_mod.collect(machine, torch=False)
+    writers: dict[str, RunWriter] = {}
+    workers: dict[str, RoundWorkers] = {}
+    for side in SIDES:
+        side_config = {**(config or {}), "rounds": rounds, "order_seed": options.seed,
+                       "ab": {"session": session, "side": side, "python": pythons[side],
+                              "other": pythons["cand" if side == "base" else "base"],
+                              "hello": hellos[side]}}
+        writers[side] = start_run(folder / f"{side}.json", cases, options, machine, side_config,
+                                  run_id=f"{side}-{session}", env=parent_env)
+        workers[side] = RoundWorkers(per_round, timeout, pythons[side],
+                                     worker_env(env or {}, own_package=False))
+    try:
+        _measure(cases, rounds, options.seed, writers, workers, machine, progress)
+    except KeyboardInterrupt:
+        for w in workers.values():
+            w.kill()
+        runs = {side: writers[side].finish(now_iso(), complete=False) for side in SIDES}
+        raise RunInterrupted(runs["base"]) from None
+    except BaseException:
+        for side in SIDES:
+            workers[side].kill()
+            writers[side].close()
+        raise
+    runs = {}
+    for side in SIDES:
+        try:
+            runs[side] = writers[side].finish(now_iso(), complete=True)
+        finally:
+            writers[side].close()
+    return AbResult(runs["base"], runs["cand"], folder)
+
+
+def _measure(cases: Sequence[Case], rounds: int, seed: int, writers: Mapping[str, RunWriter],
+             workers: Mapping[str, RoundWorkers], machine: str, progress: Progress | None) -> None:
+    skipped: set[str] = set()
+    total = 2 * rounds * len(cases)
+    if progress is not None:
+        progress.start(total)
+    want_env = set(SIDES)
+    for index in range(rounds):
+        try:
+            # both sides import (torch: seconds) at once, before either measures anything
+            names = sorted({c.backend for c in cases if c.id not in skipped})
+            for side in SIDES:
+                workers[side].start_imports(names)
+            for side in SIDES:
+                workers[side].finish_imports()
+            for case in round_order(cases, seed, index):
+                if case.id in skipped:
+                    continue
+                measured: list[Measurement] = []
+                for side in side_order(seed, index, case):
+                    if progress is not None:
+                        progress.case_started(case)
+                    m = workers[side].measure(case, index)
+                    writers[side].add(m)
+                    measured.append(m)
+                    if progress is not None:
+                        progress.case_finished(m)
+                    workers[side].wait_until_quiet()  # its pools asleep before the other side runs
+                if all(m.status == "skipped" for m in measured):
+                    skipped.add(case.id)
+                    total -= 2 * (rounds - index - 1)
+                    if progress is not None:
+                        progress.start(total)
+            for side in list(want_env):
+                side_env = workers[side].environment(machine)
+                if side_env is not None:
+                    writers[side].update_env(**side_env)
+                    want_env.discard(side)
+        finally:
+            for w in workers.values():
+                w.end_round()

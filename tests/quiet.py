@@ -1,0 +1,26 @@
+"""A monitor that sees no interference, for tests whose subject is not the machine's load.
+
+Tests that assert verdicts or figures of real runs would otherwise depend on what else the
+test machine is doing (a parallel test worker is "another process holding a core"). In this
+process: ``monkeypatch.setattr(runner, "Monitor", QuietMonitor)``; in worker processes (rounds,
+``--isolate``, ``ab``): ``BENCH_SUITE_BACKEND_PLUGINS=tests.quiet:register``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bench_suite import runner
+from bench_suite.interference import Monitor, ThreadWait
+
+PLUGIN = "tests.quiet:register"
+
+
+class QuietMonitor(Monitor):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(threads=ThreadWait("/nonexistent/task"), machine=lambda: None)
+
+
+def register(factories: dict[str, Callable[[str], Any]]) -> None:
+    runner.Monitor = QuietMonitor  # type: ignore[misc]
