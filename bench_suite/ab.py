@@ -38,6 +38,7 @@ from bench_suite.isolation import (
     per_round_options,
     worker_env,
 )
+from bench_suite.noise import NoiseProfile
 from bench_suite.results import Measurement, Run, RunWriter
 from bench_suite.runner import Progress, RunInterrupted, RunOptions, now_iso, round_order, start_run
 from bench_suite.worker import PROTOCOL
@@ -196,3 +197,33 @@ def _measure(cases: Sequence[Case], rounds: int, seed: int, writers: Mapping[str
         finally:
             for w in workers.values():
                 w.end_round()
+
+
+def calibrate(
+    cases: Sequence[Case],
+    options: RunOptions,
+    rounds: int,
+    out: Path,
+    machine: str | None = None,
+    keep: Path | None = None,
+    progress: Progress | None = None,
+    python: str | None = None,
+) -> NoiseProfile:
+    """``bench-suite calibrate``: an A/A ``ab`` of this interpreter against itself; each
+    case's noise saved as the machine's noise profile at ``out``. ``keep``: also keep the two
+    runs there (else they go to a temporary folder)."""
+    import sys
+    import tempfile
+
+    from bench_suite.noise import profile_from_ab, save_profile
+
+    python = python or sys.executable
+    with tempfile.TemporaryDirectory(prefix="bench-suite-calibrate-") as tmp:
+        folder = keep or Path(tmp)
+        result = run_ab(cases, python, python, folder, options, rounds, machine,
+                        {"calibrate": True}, progress)
+        profile = profile_from_ab(result.base, result.cand, now_iso(), {
+            "rounds": rounds, "time_budget_s": options.timing.time_budget_s, "python": python,
+            "runs": [str(folder / "base.json"), str(folder / "cand.json")] if keep else []})
+    save_profile(profile, out)
+    return profile

@@ -15,7 +15,7 @@ Each generated class follows asv's conventions:
 * ``timer`` synchronizes the case's device before reading the host clock, so ``time_op``
   times the kernels, not their launches. asv (asv_runner 0.3) times the calls of a class
   with a ``setup`` one by one and re-runs setup between samples: the prepared case is kept
-  for the process, and ``repeat`` asks for up to 200 one-call samples. Each sample then
+  for the process, and ``repeat`` asks for up to 100 one-call samples per round. Each sample then
   carries asv's own call overhead (about 1 µs here): compare sub-10 µs cases within asv;
   the suite's ``track_*`` figures time blocks of calls and have no such overhead;
 * ``track_gflops`` (matmul ops) or ``track_gbps`` (element-wise ops) measure the rate with the
@@ -54,6 +54,9 @@ DEFAULT_TRACK_BUDGET_S = 0.25
 CASE_SCHEME = 1
 
 SEED = 0  # the CLI's default seed: asv times the same inputs as `bench-suite run`
+#: Rounds (processes) per benchmark and seconds of sampling per benchmark over all rounds.
+ASV_ROUNDS = 4
+ASV_TIME_S = 1.0
 
 
 def class_name(op: str) -> str:
@@ -164,9 +167,13 @@ atexit.register(release)
 class _CaseBenchmark:
     """What every generated class shares. Subclasses set the class variables below."""
 
-    #: One call per sample (asv times calls one by one when a class has a setup), at least
-    #: 10 and at most 200 samples, stopping after 1 s; two rounds in separate processes.
-    repeat: ClassVar[tuple[int, int, float]] = (10, 200, 1.0)
+    #: asv's own unit of replication, as the suite's: ``rounds`` processes per benchmark,
+    #: which ``asv continuous --interleave-rounds`` alternates between the two commits so that
+    #: drift of the machine hits both. Four, not asv's default two, so that there is more than
+    #: one alternation; each round then takes a quarter of the time: one call per sample (asv
+    #: times calls one by one when a class has a setup), 5 to 100 samples, at most 0.25 s.
+    rounds: ClassVar[int] = ASV_ROUNDS
+    repeat: ClassVar[tuple[int, int, float]] = (5, 100, ASV_TIME_S / ASV_ROUNDS)
 
     _op: ClassVar[str]
     _grid: ClassVar[str]

@@ -46,6 +46,9 @@ DEFAULT_ROUNDS = 5
 #: Rounds of an `ab` by default: enough pairs for the paired test to reach significance over
 #: a family of 16 cases (docs/compare.md), within 90 s on 2 cores.
 DEFAULT_AB_ROUNDS = 8
+#: Paired rounds `calibrate` measures: more than a comparison's, so the noise it states is
+#: itself known to within about a quarter.
+DEFAULT_CALIBRATE_ROUNDS = 12
 
 
 def _rounds(text: str) -> int:
@@ -203,6 +206,24 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress display")
     _add_verdict_args(p)
     p.set_defaults(func=cmd_ab)
+
+    p = sub.add_parser(
+        "calibrate", help="measure each case's run-to-run noise on this machine (A/A rounds)",
+        description="Run the sweep against itself (an A/A ab with this interpreter on both sides) "
+        "and save each case's noise as results/<machine>/noise.json. compare and report then state, "
+        "per case, the smallest change a comparison on this machine can detect.",
+    )
+    _add_sweep_args(p)
+    p.add_argument("--rounds", type=_rounds, default=DEFAULT_CALIBRATE_ROUNDS, metavar="R",
+                   help=f"paired rounds (default {DEFAULT_CALIBRATE_ROUNDS})")
+    p.add_argument("--time-budget", type=_positive_float,
+                   help="seconds per case and side, shared by the rounds (default: the preset's)")
+    p.add_argument("--out", metavar="FILE", help="noise profile (default: results/<machine>/noise.json)")
+    p.add_argument("--keep", metavar="DIR", help="also keep the two A/A run files in DIR")
+    p.add_argument("--machine", help="machine name (default: host name)")
+    p.add_argument("--seed", type=_seed, default=0, help="input and order seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser(
         "peaks", help="measure each device's best matmul FLOP/s and copy GB/s (for rooflines)",
@@ -448,6 +469,49 @@ def cmd_ab(args: argparse.Namespace) -> int:
     print(f"saved {folder / 'base.json'} and {folder / 'cand.json'}", file=sys.stderr)
     return _print_comparison(compare.compare(
         [result.base], [result.cand], options, f"BASE {args.base}", f"CAND {args.cand}"), args)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from bench_suite import ab, runner
+    from bench_suite import env as env_mod
+    from bench_suite.noise import NOISE_FILENAME, summarize_profile
+    from bench_suite.timing import TimingConfig
+
+    if args.rounds < 3:
+        raise UsageError("calibrate needs --rounds 3 or more")
+    preset, cases = sweep_from_args(args)
+    timing = TimingConfig(time_budget_s=args.time_budget or preset.time_budget_s)
+    machine = env_mod.machine_name(args.machine)
+    out = Path(args.out) if args.out else Path("results") / machine / NOISE_FILENAME
+    progress = None if args.quiet else _RichProgress()
+    with progress or contextlib.nullcontext():
+        profile = ab.calibrate(cases, runner.RunOptions(args.seed, timing), args.rounds, out, machine,
+                               Path(args.keep) if args.keep else None, progress)
+    _print_noise(summarize_profile(profile, DEFAULT_ROUNDS, DEFAULT_AB_ROUNDS), machine)
+    print(f"\nsaved the noise of {len(profile.cases)} cases to {out}")
+    return EXIT_OK
+
+
+def _print_noise(rows: list[dict[str, Any]], machine: str) -> None:
+    from rich.table import Table
+
+    from bench_suite.report.format import fmt_time
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None or x != x else f"{x * 100:.1f}%"
+
+    t = Table(title=f"noise on {machine}: smallest change a comparison can detect (90% power, alpha 0.01)",
+              title_justify="left")
+    for col in ("case", "median", "rounds spread", "pairs spread",
+                f"run vs run ({DEFAULT_ROUNDS} rounds)", f"ab ({DEFAULT_AB_ROUNDS} rounds)", "note"):
+        t.add_column(col, justify="left" if col in ("case", "note") else "right", no_wrap=col == "case")
+    for r in rows:
+        note = ", ".join(n for n, on in (("bimodal", r["bimodal"]),
+                                         (f"{r['contended_rounds']} rounds contended", r["contended_rounds"]))
+                         if on)
+        t.add_row(r["case_id"], fmt_time(r["median_s"]), pct(r["round_sd"]), pct(r["pair_sd"]),
+                  pct(r["detectable_runs"]), pct(r["detectable_ab"]), note)
+    _stdout_console().print(t)
 
 
 def _print_comparison(result: Any, args: argparse.Namespace) -> int:

@@ -43,7 +43,11 @@ if TYPE_CHECKING:
 MARKDOWN_LIMIT = 60_000
 NOISY_MARK = "†"
 NOISY_NOTE = (f"{NOISY_MARK} noisy: the interquartile range exceeds 10% of the median or the "
-              "median's 95% confidence half-width exceeds 5%; trust it less.")
+              "median's 95% confidence half-width exceeds 5% (both between rounds, where a case "
+              "has several); trust it less.")
+BUSY_MARK = "‡"
+BUSY_NOTE = (f"{BUSY_MARK} contended or bimodal: timed while other processes held cores the case "
+             "needed, or its rounds fall into two groups far apart; no comparison judges it.")
 
 
 # --- 1. compute -----------------------------------------------------------------------------
@@ -117,6 +121,8 @@ def build_report(runs: Sequence[Run], command: str | None = None, with_figures: 
         "autograd_vs_hand": tables.autograd_vs_hand(frame),
         "grad_cost": tables.grad_cost(frame),
         "noisy": tables.noisy_cells(frame),
+        "untrusted": tables.untrusted_cells(frame),
+        "noise": _noise_table(runs),
         "problems": tables.problem_groups(frame),
         "headline": tables.headline(frame),
         "peaks": tables.peaks(frame),
@@ -129,6 +135,19 @@ def build_report(runs: Sequence[Run], command: str | None = None, with_figures: 
     infos = tuple(_run_info(r, series_of.get(r.run_id, r.machine)) for r in runs)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return Report(frame, infos, computed, rendered, command or "", now)
+
+
+def _noise_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """Each case's smallest detectable change on its machine, from the noise profiles
+    (``bench-suite calibrate``) found beside the run files; empty where there are none."""
+    import pandas as pd
+
+    from bench_suite.noise import profiles_for_runs, summarize_profile
+
+    rows = []
+    for machine, profile in profiles_for_runs(runs).items():
+        rows += [{"machine": machine, **r} for r in summarize_profile(profile, 5, 8)]
+    return pd.DataFrame(rows)
 
 
 def _text(value: Any) -> str:
@@ -266,8 +285,9 @@ def _time_cell(r: Any) -> Cell:
     else:
         parts.append(fmt_rate(r.rate, r.rate_unit))
     parts.extend(_pct_of_peak(r))
-    text = " · ".join(parts) + (f" {NOISY_MARK}" if r.noisy else "")
-    return Cell(text, bool(r.noisy), f"±{r.rel_ci:.1%} (95% CI of the median)")
+    busy = bool(getattr(r, "contended", False) or getattr(r, "bimodal", False))
+    text = " · ".join(parts) + (f" {NOISY_MARK}" if r.noisy else "") + (f" {BUSY_MARK}" if busy else "")
+    return Cell(text, bool(r.noisy) or busy, f"±{r.rel_ci:.1%} (95% CI of the median)")
 
 
 def _pct_of_peak(r: Any) -> list[str]:
@@ -427,6 +447,49 @@ def _noisy_section(rep: Report) -> Section:
     return Section("noisy", "Noisy cells", tables=(table,), priority=2)
 
 
+def _trust_section(rep: Report) -> Section:
+    """How far the figures can be trusted between runs: rounds, interference, noise floor."""
+    rounds = tables.rounds_by_series(rep.frame)
+    one = sorted(k for k, v in rounds.items() if v <= 1)
+    intro = ("Each ± is the spread between rounds (each round a fresh process) where a case has "
+             "several; with one round it is the spread within one process, and the spread "
+             "between runs is unknown.")
+    if one:
+        intro += f" One round only: {', '.join(one)}."
+    u = rep.tables["untrusted"]
+    out: list[DisplayTable] = []
+    if not u.empty:
+        rows = tuple(
+            (Cell(str(r.series), left=True), Cell(str(r.case_id), left=True), Cell(fmt_time(r.median_s)),
+             Cell(f"±{r.rel_ci:.1%}"), Cell(str(r.rounds)),
+             Cell("-" if r.contention != r.contention else f"{r.contention:.2f}"),
+             Cell(", ".join(n for n, on in (("contended", r.contended), ("bimodal", r.bimodal)) if on),
+                  left=True))
+            for r in u.itertuples(index=False))
+        out.append(DisplayTable(
+            "Contended or bimodal cells",
+            ("machine", "case", "median", "±", "rounds", "other cores", "why"), rows, BUSY_NOTE, 2))
+    n = rep.tables["noise"]
+    if not n.empty:
+        def pct(x: Any) -> str:
+            return "-" if x is None or x != x else f"{x * 100:.1f}%"
+
+        rows = tuple(
+            (Cell(str(r.machine), left=True), Cell(str(r.case_id), left=True), Cell(pct(r.round_sd)),
+             Cell(pct(r.pair_sd)), Cell(pct(r.detectable_runs)), Cell(pct(r.detectable_ab)),
+             Cell("bimodal" if r.bimodal else "", left=True))
+            for r in n.itertuples(index=False))
+        out.append(DisplayTable(
+            "Noise floor (bench-suite calibrate)",
+            ("machine", "case", "rounds spread", "pairs spread", "detectable: run vs run (5 rounds)",
+             "detectable: ab (8 rounds)", "note"), rows,
+            "The smallest change a comparison on this machine finds with 90% power at alpha 0.01.", 2))
+    if not out:
+        intro += " No case was contended or bimodal."
+    return Section("trust", "Run-to-run spread and interference", intro=intro, tables=tuple(out),
+                   priority=2)
+
+
 def _problems_section(rep: Report) -> Section:
     p = rep.tables["problems"]
     if p.empty:
@@ -481,6 +544,7 @@ def sections(rep: Report) -> list[Section]:
         _autograd_section(rep),
         _peaks_section(rep),
         _noisy_section(rep),
+        _trust_section(rep),
         _problems_section(rep),
         _environment_section(rep),
     ]

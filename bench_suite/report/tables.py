@@ -163,7 +163,8 @@ def time_table(frame: pd.DataFrame) -> pd.DataFrame:
     """
     df = ok_rows(frame)
     cols = [*_KEYS, "backend", "device", "threads", "median_s", "rel_ci", "noisy", "gflops",
-            "gbps", "rate", "rate_unit", *peak_columns(df)]
+            "gbps", "rate", "rate_unit", *peak_columns(df),
+            *(c for c in ("contended", "bimodal", "rounds") if c in df.columns)]
     return df[cols].reset_index(drop=True)
 
 
@@ -330,6 +331,27 @@ def noisy_cells(frame: pd.DataFrame) -> pd.DataFrame:
     df = ok_rows(frame)
     cols = ["series", "op", "case_id", "median_s", "rel_ci", "rel_iqr", "n_samples", "converged"]
     return df[df["noisy"]][cols].reset_index(drop=True)
+
+
+def untrusted_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Measurements taken while other processes held the cores they needed (``contended``),
+    or whose rounds fall into two groups far apart (``bimodal``): their figures are shown,
+    but no comparison judges them."""
+    import pandas as pd
+
+    cols = ["series", "case_id", "median_s", "rel_ci", "rounds", "contention", "contended", "bimodal"]
+    if "contended" not in frame.columns:
+        return pd.DataFrame(columns=cols)
+    df = ok_rows(frame)
+    return df[df["contended"] | df["bimodal"]][cols].reset_index(drop=True)
+
+
+def rounds_by_series(frame: pd.DataFrame) -> dict[str, int]:
+    """The most rounds any measurement of a series holds (1: one process per case)."""
+    if "rounds" not in frame.columns:
+        return {}
+    df = ok_rows(frame)
+    return {str(k): int(v) for k, v in df.groupby("series")["rounds"].max().items()}
 
 
 def problems(frame: pd.DataFrame) -> pd.DataFrame:
