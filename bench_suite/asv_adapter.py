@@ -13,11 +13,12 @@ Each generated class follows asv's conventions:
   reason for combinations that are not in the grid or cannot run here (asv shows n/a); a
   wrong result raises ``RuntimeError``, a benchmark failure;
 * ``timer`` synchronizes the case's device before reading the host clock, so ``time_op``
-  times the kernels, not their launches. asv (asv_runner 0.3) times the calls of a class
-  with a ``setup`` one by one and re-runs setup between samples: the prepared case is kept
-  for the process, and ``repeat`` asks for up to 100 one-call samples per round. Each sample then
-  carries asv's own call overhead (about 1 µs here): compare sub-10 µs cases within asv;
-  the suite's ``track_*`` figures time blocks of calls and have no such overhead;
+  times the calls until the device has finished them, not only their launches. asv
+  (asv_runner 0.3) times the calls of a class with a ``setup`` one by one and re-runs setup
+  between samples: the prepared case is kept for the process, and ``repeat`` asks for up to
+  100 one-call samples per round. Each sample then carries asv's own call overhead (about
+  1 µs here): compare sub-10 µs cases within asv; the suite's ``track_*`` figures time blocks
+  of calls and have no such overhead;
 * ``track_gflops`` (matmul ops) or ``track_gbps`` (element-wise ops) measure the rate with the
   suite's own :func:`bench_suite.timing.measure` (CUDA events on a GPU); where a GPU is
   present, ``track_peak_gpu_mem`` records the case's peak device memory;

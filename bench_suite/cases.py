@@ -28,7 +28,9 @@ OP_INFO: dict[str, tuple[str, bool]] = {
 }
 OPS: tuple[str, ...] = tuple(OP_INFO)
 BACKENDS: tuple[str, ...] = ("numpy", "torch-cpu", "torch-cuda")
-DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
+#: "tf32": float32 storage, float32 matmuls on TF32 tensor cores (CUDA only; set for the case
+#: alone and restored after). Element-wise ops have no TF32 path: they compute in float32.
+DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16", "tf32")
 #: "no_grad": plain forward; "grad": forward that records the autograd graph (torch only).
 #: Backward ops always run with grad; their mode is recorded as "grad".
 GRAD_MODES: tuple[str, ...] = ("no_grad", "grad")

@@ -694,7 +694,7 @@ def _print_summary(run: Any) -> None:
             table.add_row(row.case_id, fmt_time(row.median_s), f"{row.rel_ci:.1%}",
                           fmt_rate(row.rate, row.rate_unit),
                           fmt_ratio(row.speedup_vs_numpy) + ("?" if suspect else ""),
-                          *peak, ", ".join(notes))
+                          *peak, ", ".join([*notes, *tables.gpu_row_notes(row)]))
         elif row.status == "skipped":
             skipped[row.reason] = skipped.get(row.reason, 0) + 1
         else:
@@ -711,6 +711,8 @@ def _print_summary(run: Any) -> None:
     if rounds == 1:
         console.print("one round: ± is the spread within one process; the spread between runs is "
                       "unknown (measure with --rounds, or see bench-suite calibrate)")
+    for line in tables.gpu_notes(summary):
+        console.print(line, soft_wrap=True, markup=False)
 
 
 class _RichProgress:
@@ -748,6 +750,13 @@ class _RichProgress:
     def case_finished(self, m: Any) -> None:
         if m.status == "failed":
             self._progress.console.print(f"[red]failed[/red] {m.id}: {m.reason}", markup=True)
+        elif not self.console.is_terminal:  # a log (CI, a GPU machine's output): one line a case
+            from bench_suite.report.format import fmt_time
+
+            done = int(self._progress.tasks[0].completed) + 1
+            what = fmt_time(m.summary.median) if m.status == "ok" else f"skipped: {m.reason}"
+            self.console.print(f"[{done}/{self._progress.tasks[0].total}] {m.id}: {what}", markup=False,
+                               soft_wrap=True)
         self._progress.advance(self._task)
 
 

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench_suite import stats
-from bench_suite.env import lookup
+from bench_suite.env import lookup, tf32_matmul_enabled
 from bench_suite.errors import UsageError
 from bench_suite.noise import NoiseProfile, detectable_change, profiles_for_runs
 from bench_suite.results import Measurement, Run, json_safe
@@ -607,6 +607,14 @@ ENV_FIELDS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
+def _tf32_text(torch_env: Any) -> str:
+    """float32 matmuls on TF32 tensor cores: "on", "off" or "" (unknown), however the run's
+    torch recorded it (the new fp32_precision API or the legacy flags)."""
+    if not isinstance(torch_env, Mapping):
+        return ""
+    return {True: "on", False: "off", None: ""}[tf32_matmul_enabled(torch_env)]
+
+
 def _text(value: Any) -> str:
     if value is None or value == "" or value == [] or value == {}:
         return ""
@@ -645,8 +653,7 @@ def env_facts(run: Run) -> dict[str, str]:
                                 if b.get(k)) for b in blas]),
         "blas_threads": _text([b.get("num_threads") for b in blas]),
         "torch_threads": _text(lookup(env, "torch", "num_threads")),
-        "tf32": _text([lookup(env, "torch", k) for k in ("allow_tf32_matmul", "float32_matmul_precision")
-                       if lookup(env, "torch", k) is not None]),
+        "tf32": _tf32_text(lookup(env, "torch")),
         "os": _text(lookup(env, "os", "release")),
         "env_vars": _text(env.get("env_vars")),
         "bench_suite": _text(lookup(env, "packages", "bench-suite")),

@@ -28,19 +28,40 @@ ENV_VARS = (
 PACKAGES = ("bench-suite", "numpy", "torch", "pandas", "scipy", "threadpoolctl", "nvidia-ml-py")
 
 
+#: What a machine name may be: it becomes a folder under ``results/``.
+MACHINE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
 def machine_name(override: str | None = None) -> str:
-    """The name results are filed under: ``--machine``, else the host name."""
+    """The name results are filed under: ``--machine`` (or ``$BENCH_SUITE_MACHINE``), else
+    the host name.
+
+    A name the user gives must be valid (a clear error otherwise). The host name is not the
+    user's choice: one that is not a valid name (``(none)`` in some microVMs, a name with
+    spaces) is sanitized instead (:func:`sanitize_machine_name`).
+    """
+    from bench_suite.errors import UsageError
+
     if override is not None:
         name = override.strip()
     else:
-        name = os.environ.get("BENCH_SUITE_MACHINE", "") or socket.gethostname() or "unknown"
-    from bench_suite.errors import UsageError
-
-    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", name):
+        name = os.environ.get("BENCH_SUITE_MACHINE", "").strip()
+        if not name:
+            return sanitize_machine_name(socket.gethostname())
+    if not name or not MACHINE_RE.fullmatch(name):
         raise UsageError(
             f"invalid machine name {name!r}: use 1-100 letters, digits, '.', '_', '+' or '-'"
         )
     return name
+
+
+def sanitize_machine_name(text: str | None) -> str:
+    """A valid machine name made from ``text`` (a host name): runs of other characters become
+    one '-', leading and trailing punctuation goes, at most 100 characters; "unknown" when
+    nothing is left (``"(none)"`` -> ``"none"``, ``""`` -> ``"unknown"``)."""
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "-", text or "")
+    name = re.sub(r"^[^A-Za-z0-9]+", "", name)[:100].rstrip("-._+")
+    return name if MACHINE_RE.fullmatch(name) else "unknown"
 
 
 def collect(machine: str | None = None, torch: bool | None = None) -> dict[str, Any]:
@@ -142,15 +163,23 @@ def blas_info() -> list[dict[str, Any]]:
     return [{k: lib.get(k) for k in keep} for lib in threadpool_info()]
 
 
+#: The commit of a copy of the repository that has no ``.git`` (a tree sent to a GPU machine):
+#: ``BENCH_SUITE_COMMIT=$(git rev-parse HEAD)`` in the command that runs it.
+COMMIT_ENV = "BENCH_SUITE_COMMIT"
+_COMMIT_RE = re.compile(r"[0-9a-fA-F]{7,64}")
+
+
 def git_info() -> dict[str, Any]:
-    """Commit of the checkout bench_suite runs from, else of the current folder."""
+    """Commit of the checkout bench_suite runs from, else of the current folder, else the one
+    given in ``$BENCH_SUITE_COMMIT`` (a copy without ``.git``; recorded with
+    ``"source": "BENCH_SUITE_COMMIT"``, since nothing here can say whether it was dirty)."""
     for where in (Path(__file__).resolve().parent, Path.cwd()):
         try:
             commit = subprocess.run(
                 ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5
             )
         except (OSError, subprocess.SubprocessError):
-            return {}
+            break  # no git at all
         if commit.returncode == 0:
             status = subprocess.run(
                 ["git", "status", "--porcelain", "--untracked-files=no"],
@@ -162,7 +191,19 @@ def git_info() -> dict[str, Any]:
             )
             return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip()),
                     "branch": branch.stdout.strip()}
-    return {}
+    return commit_from_env()
+
+
+def commit_from_env() -> dict[str, Any]:
+    """``$BENCH_SUITE_COMMIT`` as a git record; a value that is not a commit hash is kept
+    apart (``given``), never recorded as the commit."""
+    given = os.environ.get(COMMIT_ENV, "").strip()
+    if not given:
+        return {}
+    if _COMMIT_RE.fullmatch(given):
+        return {"commit": given.lower(), "dirty": None, "source": COMMIT_ENV}
+    return {"source": COMMIT_ENV, "given": given[:100],
+            "problem": "not a commit hash (7-64 hexadecimal digits)"}
 
 
 def torch_info() -> dict[str, Any]:
@@ -180,14 +221,68 @@ def torch_info() -> dict[str, Any]:
         "parallel": torch.__config__.parallel_info().splitlines()[-1].strip(),
         "cuda_build": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
-        "allow_tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "allow_tf32_cudnn": torch.backends.cudnn.allow_tf32,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
     }
+    info.update(precision_info(torch))
     if torch.cuda.is_available():
         info["cudnn"] = torch.backends.cudnn.version()
         info["gpus"] = [gpu_info(i) for i in range(torch.cuda.device_count())]
     return info
+
+
+def _safe(read: Any) -> Any:
+    """``read()``, or None where it raises: torch >= 2.9 raises on reading a legacy TF32 flag
+    (``allow_tf32``, ``get_float32_matmul_precision``) once the new API has set it."""
+    try:
+        value = read()
+    except Exception:  # RuntimeError from torch's mixed-API check, AttributeError in old torch
+        return None
+    return value if isinstance(value, (bool, str, int, float)) or value is None else str(value)
+
+
+def precision_info(torch: Any) -> dict[str, Any]:
+    """How float32 matmuls and half-precision reductions are computed, as torch is set now.
+
+    The new API (torch >= 2.9: ``torch.backends.cuda.matmul.fp32_precision``, "ieee" | "tf32" |
+    "none" = inherit) is read first; the legacy flags only where it says nothing, and never so
+    that a read can crash. ``tf32_matmul`` is the outcome: whether float32 matmuls on CUDA may
+    use TF32 tensor cores (None where it cannot be told).
+    """
+    matmul = torch.backends.cuda.matmul
+    cudnn = torch.backends.cudnn
+    out: dict[str, Any] = {
+        "fp32_precision": _safe(lambda: torch.backends.fp32_precision),
+        "matmul_fp32_precision": _safe(lambda: matmul.fp32_precision),
+        "cudnn_conv_fp32_precision": _safe(lambda: cudnn.conv.fp32_precision),
+        "allow_tf32_matmul": _safe(lambda: matmul.allow_tf32),
+        "allow_tf32_cudnn": _safe(lambda: cudnn.allow_tf32),
+        "float32_matmul_precision": _safe(torch.get_float32_matmul_precision),
+        "allow_fp16_reduced_precision_reduction":
+            _safe(lambda: matmul.allow_fp16_reduced_precision_reduction),
+        "allow_bf16_reduced_precision_reduction":
+            _safe(lambda: matmul.allow_bf16_reduced_precision_reduction),
+        "allow_fp16_accumulation": _safe(lambda: matmul.allow_fp16_accumulation),
+    }
+    out["tf32_matmul"] = tf32_matmul_enabled(out)
+    return out
+
+
+def tf32_matmul_enabled(info: Mapping[str, Any]) -> bool | None:
+    """Whether float32 CUDA matmuls may use TF32, from a :func:`precision_info` record (or a
+    run's ``env["torch"]``, older files included): the new API's matmul setting, else its
+    global one, else the legacy flag and matmul precision. None where nothing says."""
+    for key in ("matmul_fp32_precision", "fp32_precision"):
+        value = info.get(key)
+        if value == "tf32":
+            return True
+        if value == "ieee":
+            return False
+    legacy = info.get("allow_tf32_matmul")
+    precision = info.get("float32_matmul_precision")
+    if legacy is True or precision in ("high", "medium"):
+        return True
+    if legacy is False or precision == "highest":
+        return False
+    return None
 
 
 def gpu_info(index: int) -> dict[str, Any]:
@@ -200,6 +295,7 @@ def gpu_info(index: int) -> dict[str, Any]:
         "total_memory_bytes": int(props.total_memory),
         "compute_capability": f"{props.major}.{props.minor}",
         "multiprocessors": props.multi_processor_count,
+        "l2_cache_bytes": int(getattr(props, "L2_cache_size", 0) or 0) or None,
     }
     out.update(nvml_info(index))
     return out

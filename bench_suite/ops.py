@@ -18,11 +18,14 @@ import numpy as np
 from bench_suite.cases import Case, is_backward, op_family
 
 #: Bytes per element of each dtype (numpy has no bfloat16, so this is not np.dtype(...).itemsize).
-ITEMSIZE: dict[str, int] = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+ITEMSIZE: dict[str, int] = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "tf32": 4}
 
 #: Largest accepted relative error ``‖out - ref‖_F / ‖ref‖_F`` by dtype. The low-precision
 #: bounds allow rounding of the output plus accumulation error over long dot products.
-TOLERANCE: dict[str, float] = {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+#: tf32 rounds matmul operands to a 10-bit mantissa (about 3e-4 relative error on random data)
+#: and accumulates in float32.
+TOLERANCE: dict[str, float] = {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2,
+                               "tf32": 2e-3}
 
 #: Above this many multiply-adds (m*k*n), a matmul result is checked by projection onto random
 #: vectors (Freivalds) rather than by a full float64 product: O(n^2) instead of O(n^3). Every

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 CPU_SIZES: tuple[int, ...] = (1024, 1536, 2048)
 GPU_SIZES: tuple[int, ...] = (2048, 4096, 8192)
 CPU_DTYPES: tuple[str, ...] = ("float32", "float64")
-GPU_DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+GPU_DTYPES: tuple[str, ...] = ("float64", "float32", "tf32", "float16", "bfloat16")
 #: Bytes of each copy buffer (two are allocated): well beyond the caches of the device.
 CPU_COPY_BYTES = 256 << 20
 GPU_COPY_BYTES = 1 << 30

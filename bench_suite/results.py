@@ -665,7 +665,8 @@ COLUMNS: tuple[str, ...] = (
     "median_s", "q1_s", "q3_s", "ci_low_s", "ci_high_s", "min_s", "mean_s", "n_samples",
     "number", "rel_ci", "noisy", "converged", "flops", "bytes", "intensity", "gflops", "gbps",
     "rel_error", "tolerance", "peak_mem_bytes", "wall_s", "commit", "created_at",
-    "throttled", "rounds", "contention", "contended", "retaken", "bimodal",
+    "throttled", "power_capped", "launch_bound", "rounds", "contention", "contended", "retaken",
+    "bimodal",
 )
 
 
@@ -719,7 +720,9 @@ def _row(run: Run, m: Measurement) -> dict[str, Any]:
         "wall_s": m.wall_s,
         "commit": _env_commit(run.env),
         "created_at": run.created_at,
-        "throttled": _throttled(m.extra),
+        "throttled": _gpu_flag(m.extra, "nvml", "throttled"),
+        "power_capped": _gpu_flag(m.extra, "nvml", "power_capped"),
+        "launch_bound": _gpu_flag(m.extra, "launch", "launch_bound"),
         "rounds": len(m.usable_rounds),
         "contention": m.contention if m.contention is not None else math.nan,
         "contended": m.contended,
@@ -750,10 +753,14 @@ def _env_cores(env: Mapping[str, Any]) -> int | None:
     return value if ok else None
 
 
-def _throttled(extra: Mapping[str, Any]) -> bool:
-    """NVML saw power or thermal capping while the case was timed (``gpu_options``)."""
-    nvml = extra.get("nvml") if isinstance(extra, Mapping) else None
-    return bool(nvml.get("throttled")) if isinstance(nvml, Mapping) else False
+def _gpu_flag(extra: Mapping[str, Any], section: str, key: str) -> bool | None:
+    """A flag ``gpu_options`` recorded in ``extra[section][key]``: True or False, else None
+    (not recorded, or not known). ``nvml.throttled``: thermal or hardware slowdown while the
+    case was timed; ``nvml.power_capped``: the card held its power limit (not throttling);
+    ``launch.launch_bound``: the events timed the host's launches, not the kernels."""
+    part = extra.get(section) if isinstance(extra, Mapping) else None
+    value = part.get(key) if isinstance(part, Mapping) else None
+    return value if isinstance(value, bool) else None
 
 
 def _env_commit(env: Mapping[str, Any]) -> str:
@@ -770,8 +777,10 @@ def to_frame(runs: Iterable[Run]) -> pd.DataFrame:
     for col in ("k", "threads", "peak_mem_bytes", "m", "n", "n_samples", "number", "rounds", "retaken"):
         # from the Python ints, not through float64: exact above 2**53, no overflow near 2**63
         frame[col] = pd.array([row[col] for row in rows], dtype="Int64")
-    for col in ("noisy", "converged", "throttled", "contended", "bimodal"):
+    for col in ("noisy", "converged", "contended", "bimodal"):
         frame[col] = frame[col].astype(bool)
+    for col in ("throttled", "power_capped", "launch_bound"):  # NA: unknown or not a GPU case
+        frame[col] = pd.array([row[col] for row in rows], dtype="boolean")
     return frame
 
 

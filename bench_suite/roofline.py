@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench_suite.cases import DTYPES
+from bench_suite.env import tf32_matmul_enabled
 from bench_suite.errors import ResultsFileError
 from bench_suite.results import atomic_write_text, parse_json, read_text
 
@@ -46,8 +47,8 @@ PEAKS_VERSION = 1
 #: File name ``bench-suite peaks`` writes by default, and reports look for beside run files.
 PEAKS_FILENAME = "peaks.json"
 SOURCES = ("measured", "datasheet", "theoretical")
-#: Peak dtypes: the suite's dtypes plus tf32 (float32 matmul on tensor cores, when allowed).
-PEAK_DTYPES: tuple[str, ...] = (*DTYPES, "tf32")
+#: Peak dtypes: the suite's dtypes, tf32 (float32 matmul on tensor cores) among them.
+PEAK_DTYPES: tuple[str, ...] = tuple(dict.fromkeys((*DTYPES, "tf32")))
 
 #: Columns :func:`add_roofline_columns` adds. Rates in GFLOP/s and GB/s, fractions in percent.
 ROOFLINE_COLUMNS: tuple[str, ...] = (
@@ -508,8 +509,9 @@ def peaks_for_runs(runs: Iterable[Run], extra_files: Iterable[str | Path] = ()) 
 
 def gpu_datasheet_for_run(name: str, device: str, machine: str, tf32: bool) -> list[Peak]:
     """Datasheet peaks of a run's GPU. Where the run let float32 matmuls use TF32 tensor cores
-    (``torch.backends.cuda.matmul.allow_tf32``, or a float32 matmul precision other than
-    "highest"), its float32 cases are held to the TF32 figure, not the FP32 one."""
+    (``torch.backends.cuda.matmul.fp32_precision = "tf32"``, or the legacy ``allow_tf32`` or a
+    float32 matmul precision other than "highest": ``env.tf32_matmul_enabled``), its float32
+    cases are held to the TF32 figure, not the FP32 one. ``tf32`` cases always are."""
     out = []
     for p in datasheet_peaks(name, device):
         p = replace(p, machine=machine)
@@ -526,8 +528,7 @@ def _env_gpus(env: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
     torch = env.get("torch")
     if not isinstance(torch, Mapping):
         return []
-    tf32 = torch.get("allow_tf32_matmul") is True or torch.get(
-        "float32_matmul_precision") in ("high", "medium")
+    tf32 = tf32_matmul_enabled(torch) is True
     out = []
     for g in torch.get("gpus") or ():
         if isinstance(g, Mapping) and isinstance(g.get("name"), str):

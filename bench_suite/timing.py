@@ -9,7 +9,12 @@ per-call observation. Blocks are timed
 * on the host with ``perf_counter_ns``, the device synchronized before the clock is started
   and before it is read (:class:`HostTimer`), or
 * on a CUDA device with events recorded around the block, the end event synchronized before
-  reading (:class:`EventTimer`): this times the kernels, not their launches.
+  reading (:class:`EventTimer`): this is the device's time from the first call's work to the
+  last's. It is the kernels' time only while the host queues calls faster than the device
+  runs them; for short kernels the device waits for each launch and the events time the
+  host's launch rate. :class:`EventTimer` also records the host's enqueue time of each block
+  (``host_samples_s``) so that such *launch-bound* cases can be told (``gpu_options``); CUDA
+  graphs remove the launches (``--cuda-graphs``).
 
 Sampling stops when the median's confidence half-width is under ``target_rel_ci`` with at
 least ``min_samples`` samples, or when the time budget is spent (with at least
@@ -102,21 +107,42 @@ class HostTimer:
 
 
 class EventTimer:
-    """Device events around a block: measures device time, not launch time.
+    """Device events around a block: the device's time from the block's first work to its
+    last, without the host's time before the first launch.
 
     Hooks as :class:`HostTimer`'s. With ``before_call`` every call gets its own pair of
     events, recorded after the hook's work is queued, so (stream order) the hook's kernels
     (an L2 flush) run before the start event and stay out of the time; the pairs are summed.
+
+    ``host_samples_s`` gets, for every block, the host's time to queue its calls (``host_clock``
+    from the start event's record to the end event's, before waiting), and ``device_samples_s``
+    the block's device time, pair by pair (a retaken block is in both): when the first covers
+    the second, the device waited for the launches and the block timed the launch rate.
     """
 
+    #: Blocks whose host enqueue time is kept (the latest ones).
+    MAX_HOST_SAMPLES = 100_000
+
     def __init__(self, device: Device, before_block: Callable[[], None] | None = None,
-                 before_call: Callable[[], None] | None = None):
+                 before_call: Callable[[], None] | None = None,
+                 host_clock: Clock = time.perf_counter_ns):
         self.device = device
         self._start = device.event()
         self._end = device.event()
         self.before_block = before_block
         self.before_call = before_call
+        self.host_clock = host_clock
+        self.host_samples_s: list[float] = []
+        self.device_samples_s: list[float] = []
         self._pairs: list[tuple[Event, Event]] = []
+
+    def _keep(self, host_s: float, device_s: float) -> float:
+        if len(self.host_samples_s) >= self.MAX_HOST_SAMPLES:
+            del self.host_samples_s[: self.MAX_HOST_SAMPLES // 2]
+            del self.device_samples_s[: self.MAX_HOST_SAMPLES // 2]
+        self.host_samples_s.append(host_s)
+        self.device_samples_s.append(device_s)
+        return device_s
 
     def time_block(self, fn: Callable[[], object], number: int) -> float:
         if self.before_block is not None:
@@ -124,26 +150,32 @@ class EventTimer:
         if self.before_call is not None:
             return self._time_calls(fn, number, self.before_call)
         repeat = itertools.repeat(None, number)
+        clock = self.host_clock
         self.device.synchronize()  # nothing earlier may leak into this block
+        t0 = clock()
         self._start.record()
         for _ in repeat:
             fn()
         self._end.record()
+        host = (clock() - t0) * 1e-9
         self._end.synchronize()
-        return self._start.elapsed_time(self._end) * 1e-3
+        return self._keep(host, self._start.elapsed_time(self._end) * 1e-3)
 
     def _time_calls(self, fn: Callable[[], object], number: int, hook: Callable[[], None]) -> float:
         while len(self._pairs) < number:  # events are reused across blocks
             self._pairs.append((self.device.event(), self.device.event()))
         pairs = self._pairs[:number]
+        clock, host = self.host_clock, 0
         self.device.synchronize()
         for start, end in pairs:
             hook()
+            t0 = clock()
             start.record()
             fn()
             end.record()
+            host += clock() - t0
         pairs[-1][1].synchronize()
-        return math.fsum(s.elapsed_time(e) for s, e in pairs) * 1e-3
+        return self._keep(host * 1e-9, math.fsum(s.elapsed_time(e) for s, e in pairs) * 1e-3)
 
 
 @dataclass(frozen=True)

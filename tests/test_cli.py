@@ -119,3 +119,25 @@ def test_python_dash_m_works() -> None:
     r = subprocess.run([sys.executable, "-m", "bench_suite", "list", "--ids", "--backends", "numpy",
                         "--ops", "matmul", "--sizes", "8", "--threads", "1"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "matmul/numpy/float32/n=8/threads=1"
+
+
+def test_progress_in_a_log_is_one_line_per_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--backends", "numpy", "--ops", "hadamard", "--dtypes", "float32,tf32", "--sizes", "8",
+                 "--threads", "1", "--time-budget", "0.02", "--rounds", "1", "--out", str(tmp_path / "r.json")])
+    assert code == 0
+    err = capsys.readouterr().err  # not a terminal: no live bar, a line per finished case
+    assert "[1/2] hadamard/numpy/float32/n=8/threads=1: " in err
+    assert "[2/2] hadamard/numpy/tf32/n=8/threads=1: skipped: tf32 is float32 on CUDA tensor cores" in err
+
+
+def test_summary_says_which_cases_were_launch_bound(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench_suite.cli import _print_summary
+    from tests.report_data import meas, run
+
+    bound = meas("hadamard", "torch-cuda", 256, 5e-6, None, extra={"launch": {"launch_bound": True}})
+    _print_summary(run("gpubox", [bound, meas("hadamard", "numpy", 256, 1e-5, 1)]))
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "hadamard/torch-cuda" in line)
+    assert row.rstrip(" │").endswith("launch-bound")
+    assert "1 case launch-bound: the host took as long to queue the calls" in out
+    assert "rerun with --cuda-graphs" in out

@@ -74,25 +74,50 @@ class FakeGraph:
         self.dev.device_free_at = start + int(sum(self.kernels))
 
 
-class FakeCuda:
-    def __init__(self, dev: CachedDevice, fail_capture: bool = False):
-        self.dev, self.fail_capture = dev, fail_capture
-        self.graphs: list[FakeGraph] = []
-
-    def device(self, index: int) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    def Stream(self) -> Any:
-        return self
+class FakeStream:
+    def __init__(self, name: str):
+        self.name = name
 
     def wait_stream(self, other: Any) -> None:
         pass
 
-    def current_stream(self) -> Any:
-        return self
 
-    def stream(self, s: Any) -> contextlib.AbstractContextManager[None]:
+class FakeCuda:
+    """Streams, a current stream, and graph capture as torch's ``graph`` context does it:
+    ending a capture that failed raises, and leaves the capture stream current."""
+
+    def __init__(self, dev: CachedDevice, fail_capture: bool = False):
+        self.dev, self.fail_capture = dev, fail_capture
+        self.graphs: list[FakeGraph] = []
+        self.default = FakeStream("default")
+        self.current: Any = self.default
+        self.captured_on: list[Any] = []
+
+    def device(self, index: int) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    def Stream(self, device: int | None = None) -> FakeStream:
+        return FakeStream("side")
+
+    def current_stream(self, index: int | None = None) -> Any:
+        return self.current
+
+    def default_stream(self, index: int | None = None) -> Any:
+        return self.default
+
+    def set_stream(self, s: Any) -> None:
+        self.current = s
+
+    def is_current_stream_capturing(self) -> bool:
+        return self.dev.capture is not None
+
+    @contextlib.contextmanager
+    def stream(self, s: Any) -> Iterator[None]:
+        before, self.current = self.current, s
+        try:
+            yield
+        finally:
+            self.current = before
 
     def CUDAGraph(self) -> FakeGraph:
         g = FakeGraph(self.dev)
@@ -100,14 +125,17 @@ class FakeCuda:
         return g
 
     @contextlib.contextmanager
-    def graph(self, g: FakeGraph) -> Iterator[None]:
-        if self.fail_capture:
-            raise RuntimeError("operation not permitted when stream is capturing")
+    def graph(self, g: FakeGraph, stream: Any = None) -> Iterator[None]:
+        stream = stream or FakeStream("capture")
+        self.current = stream
+        self.captured_on.append(stream)
         self.dev.capture = g.kernels
-        try:
-            yield
-        finally:
-            self.dev.capture = None
+        if self.fail_capture:
+            self.dev.capture = None  # the capture ends invalidated; the stream stays current
+            raise RuntimeError("operation not permitted when stream is capturing")
+        yield
+        self.dev.capture = None
+        self.current = self.default
 
     def synchronize(self, index: int | None = None) -> None:
         self.dev.synchronize()
@@ -157,7 +185,7 @@ class FakeCudaBackend(Backend):
         self.dev.synchronize()
 
     def timer(self, clock: Any) -> EventTimer:
-        return EventTimer(self.dev)
+        return EventTimer(self.dev, host_clock=self.dev.clock)
 
     def device_name(self) -> str:
         return "NVIDIA H100 80GB HBM3"
@@ -220,8 +248,12 @@ def test_cuda_graph_removes_launch_overhead(gpu: tuple[FakeClock, CachedDevice, 
     backend = FakeCudaBackend(dev, kernel)
     prepared = Prepared(kernel, lambda: {}, {})
     plain, extra = time_case(CASE, backend, prepared, CONFIG, clock, TimingOptions(nvml=False))
-    assert extra == {}
+    assert set(extra) == {"warmup", "launch"}
     assert np.median(plain.samples_s) == pytest.approx(5e-6, rel=0.01)  # launch-bound
+    # the host took as long to queue the calls as the device took to run them: flagged
+    launch = extra["launch"]
+    assert launch["launch_bound"] is True and launch["ratio"] == pytest.approx(1.0, rel=0.01)
+    assert launch["host_enqueue_s"] == pytest.approx(5e-6) and launch["device_s"] == pytest.approx(5e-6, rel=0.01)
     graphed, extra = time_case(CASE, backend, prepared, CONFIG, clock,
                                TimingOptions(cuda_graphs=True, nvml=False))
     calls = extra["cuda_graph"]["calls_per_graph"]
@@ -232,6 +264,12 @@ def test_cuda_graph_removes_launch_overhead(gpu: tuple[FakeClock, CachedDevice, 
     # kernel time, plus at most one exposed 5 us graph launch per block of replays
     assert 1e-6 <= np.median(graphed.samples_s) <= (5_000 + calls * 1_000) / calls * 1e-9
     assert graphed.number % calls == 0 and torch.cuda.graphs[0].replays > 0
+    # one launch per replay of 197 kernels: no longer launch-bound
+    assert extra["launch"]["launch_bound"] is False and extra["launch"]["ratio"] < 0.1
+    # this double offers no outputs to check a replay with: said, not hidden
+    assert extra["cuda_graph"]["replay_checked"] is False
+    # captured on a side stream (the current one is the default stream, which cannot be)
+    assert torch.cuda.captured_on[0].name == "side" and torch.cuda.current is torch.cuda.default
 
 
 def test_graph_calls_bounded() -> None:
@@ -241,13 +279,21 @@ def test_graph_calls_bounded() -> None:
     assert gpu_options.graph_calls(1e-6, cfg, out_bytes=1 << 20, free_bytes=40 << 20) == 10
 
 
-def test_cuda_graph_failure_fails_the_case(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_graph_failure_fails_the_case_and_restores_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
     dev = CachedDevice(clock, launch_ns=5_000)
-    monkeypatch.setattr(gpu_options, "_torch", lambda: FakeTorch(dev, fail_capture=True))
+    torch = FakeTorch(dev, fail_capture=True)
+    monkeypatch.setattr(gpu_options, "_torch", lambda: torch)
+    case_stream = FakeStream("case")
+    torch.cuda.current = case_stream  # as TorchCudaBackend.threads() leaves it for a case
     m = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 1_000)),
                  RunOptions(timing=CONFIG, gpu=TimingOptions(cuda_graphs=True, nvml=False)), clock)
-    assert m.status == "failed" and "not permitted when stream is capturing" in m.reason
+    assert m.status == "failed"
+    assert m.reason.startswith("GraphCaptureError: CUDA graph capture failed: RuntimeError: ")
+    assert "not permitted when stream is capturing" in m.reason
+    # captured on the case's stream, and that stream is current again after the failure
+    assert torch.cuda.captured_on == [case_stream] and torch.cuda.current is case_stream
+    assert not torch.cuda.is_current_stream_capturing()
 
 
 def test_cuda_graphs_ignored_on_the_cpu() -> None:
@@ -332,9 +378,12 @@ class NVMLError(Exception):
 class FakeNvml:
     NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 0, 2, 0
 
-    def __init__(self, reasons: list[int], fail_init: bool = False, no_power: bool = False):
+    def __init__(self, reasons: list[int], fail_init: bool = False, no_power: bool = False,
+                 no_reasons: bool = False, clocks: list[int] | None = None, max_clock: int = 1980):
         self.reasons = list(reasons)
-        self.fail_init, self.no_power = fail_init, no_power
+        self.fail_init, self.no_power, self.no_reasons = fail_init, no_power, no_reasons
+        self.clocks = list(clocks or [1755])
+        self.max_clock = max_clock
         self.inits = self.shutdowns = 0
 
     def nvmlInit(self) -> None:
@@ -352,10 +401,12 @@ class FakeNvml:
         return ("handle", index)
 
     def nvmlDeviceGetClockInfo(self, handle: Any, which: int) -> int:
-        return 1755 if which == self.NVML_CLOCK_SM else 2619
+        if which != self.NVML_CLOCK_SM:
+            return 2619
+        return self.clocks.pop(0) if len(self.clocks) > 1 else self.clocks[0]
 
     def nvmlDeviceGetMaxClockInfo(self, handle: Any, which: int) -> int:
-        return 1980
+        return self.max_clock
 
     def nvmlDeviceGetTemperature(self, handle: Any, which: int) -> int:
         return 71
@@ -366,10 +417,12 @@ class FakeNvml:
         return 699_000
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
+        if self.no_reasons:
+            raise NVMLError("Not Supported")
         return self.reasons.pop(0) if len(self.reasons) > 1 else self.reasons[0]
 
 
-def test_sampler_summary_flags_throttling() -> None:
+def test_sampler_keeps_the_power_cap_apart_from_throttling() -> None:
     nvml = FakeNvml([0x0, 0x4 | 0x1, 0x1], no_power=True)
     sampler = NvmlSampler(nvml, ("handle", 0), interval_s=0)
     with sampler:
@@ -377,7 +430,10 @@ def test_sampler_summary_flags_throttling() -> None:
     s = sampler.summary()
     assert [x["reasons"] for x in s["samples"]] == [0x0, 0x5, 0x1]
     assert s["samples"][1]["reason_names"] == ["gpu_idle", "sw_power_cap"]
-    assert s["throttled"] and s["throttled_fraction"] == pytest.approx(1 / 3)
+    # a power cap is the card holding its limit, not throttling
+    assert s["power_capped"] is True and s["power_capped_fraction"] == pytest.approx(1 / 3)
+    assert s["throttled"] is False and s["throttled_fraction"] == 0.0
+    assert s["reasons_known"] is True and s["reasons_unknown_samples"] == 0
     assert s["reasons_seen"] == ["gpu_idle", "sw_power_cap"]
     assert s["sm_clock_mhz"] == {"min": 1755, "median": 1755, "max": 1755}
     assert s["power_w"] is None  # not supported: None, not an error
@@ -385,23 +441,67 @@ def test_sampler_summary_flags_throttling() -> None:
     idle = NvmlSampler(FakeNvml([0x1]), None, interval_s=0)
     with idle:
         pass
-    assert not idle.summary()["throttled"]  # an idle GPU is not throttled
+    assert idle.summary()["throttled"] is False  # an idle GPU is not throttled
+    hot = NvmlSampler(FakeNvml([0x20 | 0x4]), None, interval_s=0)
+    with hot:
+        pass
+    assert hot.summary()["throttled"] is True and hot.summary()["power_capped"] is True
 
 
-@pytest.mark.parametrize(("reasons", "throttled"), [([0x0], False), ([0x40], True)])
+def test_reasons_nvml_cannot_report_are_unknown_not_false() -> None:
+    sampler = NvmlSampler(FakeNvml([0], no_reasons=True), None, interval_s=0)
+    with sampler:
+        pass
+    s = sampler.summary()
+    assert s["throttled"] is None and s["power_capped"] is None
+    assert s["throttled_fraction"] is None and s["reasons_known"] is False
+    assert s["reasons_unknown_samples"] == s["n_samples"] == 2
+    frame = to_frame([Run("r", "m", "", {}, {}, (_ok_with_extra({"nvml": s}),))])
+    assert frame["throttled"].isna().all() and frame["power_capped"].isna().all()
+
+
+def _ok_with_extra(extra: dict[str, Any]) -> Any:
+    from bench_suite.results import Measurement
+
+    return Measurement(CASE, "ok", samples_s=(1e-3, 1e-3, 1e-3), number=1, extra=extra)
+
+
+def test_summary_describes_the_timed_phase_and_thins_what_it_saves() -> None:
+    nvml = FakeNvml([0x4] * 3 + [0x0] * 400, clocks=[345] * 3 + [1980] * 400)
+    sampler = NvmlSampler(nvml, None, interval_s=0)
+    with sampler:
+        sampler.phase("warmup")
+        sampler.sample()
+        sampler.phase("timed")
+        for _ in range(396):
+            sampler.sample()
+    s = sampler.summary()
+    # the idle, power-capped warm-up samples are kept but not described as the case's
+    assert s["sm_clock_mhz"]["min"] == 1980 and s["power_capped"] is False
+    assert s["n_samples"] == 398 and s["interval_s"] == 0
+    saved = s["samples"]
+    assert len(saved) == gpu_options.NVML_SAMPLES_SAVED
+    assert saved[0]["phase"] == "" and saved[0]["sm_clock_mhz"] == 345 and saved[-1] is sampler.samples[-1]
+    assert gpu_options.thin(list(range(5)), 3) == [0, 2, 4]
+    assert gpu_options.thin(list(range(2)), 3) == [0, 1] and gpu_options.thin([1, 2], 1) == [2]
+
+
+@pytest.mark.parametrize(("reasons", "throttled", "capped"),
+                         [([0x0], False, False), ([0x40], True, False), ([0x4], False, True)])
 def test_nvml_recorded_by_the_runner_and_flagged_in_the_frame(
         gpu: tuple[FakeClock, CachedDevice, FakeTorch], monkeypatch: pytest.MonkeyPatch,
-        reasons: list[int], throttled: bool) -> None:
+        reasons: list[int], throttled: bool, capped: bool) -> None:
     clock, dev, _torch = gpu
     nvml = FakeNvml(reasons)
     monkeypatch.setattr(gpu_options, "_pynvml", lambda: nvml)
     m = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 100_000)), RunOptions(timing=CONFIG), clock)
     assert m.status == "ok", m.reason
     assert m.extra["nvml"]["available"] and len(m.extra["nvml"]["samples"]) >= 2
-    assert m.extra["nvml"]["throttled"] is throttled
+    assert m.extra["nvml"]["throttled"] is throttled and m.extra["nvml"]["power_capped"] is capped
+    assert m.extra["nvml"]["interval_s"] == gpu_options.NVML_INTERVAL_S
     assert nvml.inits == nvml.shutdowns == 1
     frame = to_frame([Run("r", "m", "", {}, {}, (m,))])
-    assert frame["throttled"].tolist() == [throttled]
+    assert frame["throttled"].tolist() == [throttled] and frame["power_capped"].tolist() == [capped]
     assert m.to_dict()["extra"]["nvml"]["sm_clock_mhz"]["max"] == 1755  # JSON-ready
 
 
@@ -430,10 +530,27 @@ def test_nvml_absent_is_harmless(gpu: tuple[FakeClock, CachedDevice, FakeTorch],
 def test_cli_flags_reach_the_options() -> None:
     from bench_suite import cli
 
-    args = cli.create_parser().parse_args(["run", "--cold-cache", "--cuda-graphs", "--no-nvml"])
-    assert cli._gpu_options(args) == TimingOptions(cold_cache=True, cuda_graphs=True, nvml=False)
+    args = cli.create_parser().parse_args(["run", "--cuda-graphs", "--no-nvml"])
+    assert cli._gpu_options(args) == TimingOptions(cuda_graphs=True, nvml=False)
+    args = cli.create_parser().parse_args(["run", "--cold-cache"])
+    assert cli._gpu_options(args) == TimingOptions(cold_cache=True)
     args = cli.create_parser().parse_args(["run"])
     assert cli._gpu_options(args) == TimingOptions()
+
+
+def test_cold_cache_with_cuda_graphs_is_refused_in_one_line(capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Any) -> None:
+    from bench_suite import cli
+    from bench_suite.errors import UsageError
+
+    with pytest.raises(UsageError, match="cannot be combined"):
+        TimingOptions(cold_cache=True, cuda_graphs=True)
+    code = cli.main(["run", "--cold-cache", "--cuda-graphs", "--backends", "numpy", "--ops", "hadamard",
+                     "--sizes", "8", "--out", str(tmp_path / "r.json"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("bench-suite: error: --cold-cache and --cuda-graphs cannot be combined")
+    assert not (tmp_path / "r.json").exists()
 
 
 # --- the real thing -----------------------------------------------------------------------
@@ -465,7 +582,52 @@ def test_real_nvml() -> None:
     assert m.status == "ok", m.reason
     nv = m.extra["nvml"]
     assert nv["available"], nv
-    assert nv["sm_clock_mhz"]["max"] > 0 and isinstance(nv["throttled"], bool)
+    assert nv["sm_clock_mhz"]["max"] > 0
+    assert nv["throttled"] in (True, False, None) and nv["power_capped"] in (True, False, None)
+    assert nv["n_samples"] >= 2 and m.extra["warmup"]["gpu_s"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", ["matmul_backward", "hadamard_backward"])
+def test_real_graphs_of_backward_ops_replay_right(op: str) -> None:
+    backend = get_backend("torch-cuda")
+    shape = (256, 256, 256) if op == "matmul_backward" else (256, 256)
+    m = run_case(Case(op, "torch-cuda", "float32", shape, None), backend,
+                 RunOptions(timing=REAL, gpu=TimingOptions(cuda_graphs=True)))
+    assert m.status == "ok", m.reason
+    assert m.extra["cuda_graph"]["replay_checked"] is True
+    assert m.extra["cuda_graph"]["replay_rel_error"] <= ops.TOLERANCE["float32"]
+
+
+@pytest.mark.gpu
+def test_real_tiny_kernels_are_launch_bound_and_graphs_are_not() -> None:
+    backend = get_backend("torch-cuda")
+    case = Case("hadamard", "torch-cuda", "float32", (64, 64), None)
+    plain = run_case(case, backend, RunOptions(timing=REAL))
+    graphed = run_case(case, backend, RunOptions(timing=REAL, gpu=TimingOptions(cuda_graphs=True)))
+    assert plain.status == graphed.status == "ok", (plain.reason, graphed.reason)
+    assert plain.extra["launch"]["launch_bound"] is True, plain.extra["launch"]
+    assert graphed.extra["launch"]["launch_bound"] is False, graphed.extra["launch"]
+    assert graphed.summary.median < plain.summary.median
+
+
+@pytest.mark.gpu
+def test_real_tf32_runs_on_tensor_cores_and_is_restored() -> None:
+    import torch
+
+    if torch.cuda.get_device_capability(0)[0] < 8:
+        pytest.skip("no TF32 before Ampere")
+    before = torch.backends.cuda.matmul.fp32_precision
+    backend = get_backend("torch-cuda")
+    tf32 = run_case(Case("matmul", "torch-cuda", "tf32", (1024, 1024, 1024), None), backend,
+                    RunOptions(timing=REAL))
+    fp32 = run_case(Case("matmul", "torch-cuda", "float32", (1024, 1024, 1024), None), backend,
+                    RunOptions(timing=REAL))
+    assert tf32.status == fp32.status == "ok", (tf32.reason, fp32.reason)
+    assert torch.backends.cuda.matmul.fp32_precision == before
+    # TF32 rounds the operands to a 10-bit mantissa: an error float32 arithmetic never makes
+    assert tf32.rel_error is not None and fp32.rel_error is not None
+    assert tf32.rel_error > 10 * fp32.rel_error and tf32.rel_error <= ops.TOLERANCE["tf32"]
 
 
 def test_options_travel_to_workers_and_resumed_runs() -> None:
@@ -473,10 +635,13 @@ def test_options_travel_to_workers_and_resumed_runs() -> None:
 
     from bench_suite import worker
 
-    opts = TimingOptions(cold_cache=True, cuda_graphs=True, nvml=False, flush_bytes=1 << 20)
+    opts = TimingOptions(cold_cache=True, nvml=False, flush_bytes=1 << 20, warmup_gpu_s=0.05,
+                         nvml_interval_s=0.01)
     assert TimingOptions.from_config(dataclasses.asdict(opts)) == opts
-    assert TimingOptions.from_config({"cold_cache": "yes", "nvml": 3, "flush_bytes": -1}) == \
-        TimingOptions()
+    graphs = TimingOptions(cuda_graphs=True, warmup_gpu_s=0)
+    assert TimingOptions.from_config(dataclasses.asdict(graphs)) == graphs
+    assert TimingOptions.from_config({"cold_cache": "yes", "nvml": 3, "flush_bytes": -1,
+                                      "warmup_gpu_s": -1, "nvml_interval_s": True}) == TimingOptions()
     assert TimingOptions.from_config(None) == TimingOptions()
     case = Case("hadamard", "numpy", "float32", (16, 16), 1)
     doc = worker.measure_request({
@@ -485,3 +650,113 @@ def test_options_travel_to_workers_and_resumed_runs() -> None:
         "gpu": dataclasses.asdict(TimingOptions(cold_cache=True, flush_bytes=1 << 20)),
     })
     assert doc["measurement"]["extra"]["cold_cache"]["flush_bytes"] == 1 << 20
+
+
+# --- warm-up to full clocks ---------------------------------------------------------------
+
+
+def test_warm_up_runs_until_the_clock_is_near_its_maximum() -> None:
+    clock = FakeClock()
+    dev = CachedDevice(clock, launch_ns=1_000)
+    kernel = Kernel(dev, warm_ns=100_000)  # 100 us
+    # an idle card at 345 MHz, ramping on load: near max (>= 90% of 1980) on the 4th reading
+    nvml = FakeNvml([0], clocks=[345, 900, 1500, 1800, 1980])
+    sampler = NvmlSampler(nvml, None, interval_s=0)
+    out = gpu_options.warm_up(kernel, EventTimer(dev, host_clock=clock), clock, 0.2, sampler)
+    assert out["stopped"] == "clock" and out["sm_clock_mhz"] == 1800 and out["max_sm_clock_mhz"] == 1980
+    assert out["gpu_s"] < 0.2 and out["blocks"] >= 4 and out["calls"] == kernel.calls
+
+
+def test_warm_up_without_nvml_runs_its_gpu_time() -> None:
+    clock = FakeClock()
+    dev = CachedDevice(clock, launch_ns=1_000)
+    kernel = Kernel(dev, warm_ns=100_000)
+    out = gpu_options.warm_up(kernel, EventTimer(dev, host_clock=clock), clock, 0.2)
+    assert out["stopped"] == "gpu_time" and 0.2 <= out["gpu_s"] < 0.22
+    # a card stuck at a low clock (power-capped) is warmed up for the GPU time, then timed
+    stuck = NvmlSampler(FakeNvml([0x4], clocks=[1200]), None, interval_s=0)
+    out = gpu_options.warm_up(kernel, EventTimer(dev, host_clock=clock), clock, 0.05, stuck)
+    assert out["stopped"] == "gpu_time" and out["sm_clock_mhz"] == 1200
+    assert gpu_options.warm_up(kernel, EventTimer(dev), clock, 0)["skipped"]
+
+
+def test_every_cuda_case_is_warmed_up_before_timing(gpu: tuple[FakeClock, CachedDevice, FakeTorch],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, dev, _torch = gpu
+    nvml = FakeNvml([0], clocks=[345, 345, 1980])
+    monkeypatch.setattr(gpu_options, "_pynvml", lambda: nvml)
+    m = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 100_000)), RunOptions(timing=CONFIG), clock)
+    assert m.status == "ok", m.reason
+    assert m.extra["warmup"]["stopped"] == "clock"
+    # the summary describes the timed samples only: the idle clock of the warm-up is not in it
+    assert m.extra["nvml"]["sm_clock_mhz"]["min"] == 1980
+    assert {s["phase"] for s in m.extra["nvml"]["samples"]} >= {"warmup", "timed"}
+    off = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 100_000)),
+                   RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=False, warmup_gpu_s=0)), clock)
+    assert "skipped" in off.extra["warmup"]
+
+
+# --- launch-bound cases -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kernel_ns", "bound"), [(1_000, True), (4_000, True), (20_000, False)])
+def test_launch_bound_when_the_host_enqueue_covers_the_device_time(
+        gpu: tuple[FakeClock, CachedDevice, FakeTorch], kernel_ns: int, bound: bool) -> None:
+    clock, dev, _torch = gpu
+    backend = FakeCudaBackend(dev, Kernel(dev, warm_ns=kernel_ns))  # behind 5 us launches
+    m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=False)), clock)
+    assert m.status == "ok", m.reason
+    assert m.extra["launch"]["launch_bound"] is bound
+    frame = to_frame([Run("r", "m", "", {}, {}, (m,))])
+    assert frame["launch_bound"].tolist() == [bound]
+    cpu = run_case(Case("hadamard", "numpy", "float32", (8, 8), 1), get_backend("numpy"),
+                   RunOptions(timing=TimingConfig(time_budget_s=0.02)))
+    assert "launch" not in cpu.extra
+    assert to_frame([Run("r", "m", "", {}, {}, (cpu,))])["launch_bound"].isna().all()
+
+
+def test_launch_bound_is_not_judged_with_a_cold_cache(gpu: tuple[FakeClock, CachedDevice, FakeTorch]) -> None:
+    clock, dev, _torch = gpu
+    backend = FakeCudaBackend(dev, Kernel(dev, warm_ns=1_000))
+    m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(cold_cache=True, nvml=False)), clock)
+    assert m.status == "ok", m.reason
+    assert m.extra["launch"]["launch_bound"] is None and "cold-cache" in m.extra["launch"]["reason"]
+
+
+def test_launch_check_reads_the_sample_blocks_only() -> None:
+    from bench_suite.timing import Timing
+
+    clock = FakeClock()
+    timer = EventTimer(CachedDevice(clock, 0), host_clock=clock)
+    timer.host_samples_s[:] = [1.0, 1.0, 2e-3, 2e-3, 2e-3]  # two warm-up blocks, then samples
+    timer.device_samples_s[:] = [0.5, 0.5, 1e-3, 1e-3, 1e-3]
+    timing = Timing((1e-4, 1e-4, 1e-4), number=10, warmup_calls=11, stop="converged", wall_s=1)
+    out = gpu_options.launch_check(timer, timing)
+    assert out == {"host_enqueue_s": pytest.approx(2e-4), "device_s": pytest.approx(1e-4),
+                   "ratio": pytest.approx(2.0), "launch_bound": True}
+    per_graph_call = gpu_options.launch_check(timer, timing, calls_per_block_call=100)
+    assert per_graph_call["device_s"] == pytest.approx(1e-6)
+    timer.host_samples_s.clear()
+    timer.device_samples_s.clear()
+    assert gpu_options.launch_check(timer, timing)["launch_bound"] is None
+
+
+# --- what the options add to a case's memory ----------------------------------------------
+
+
+def test_options_buffers_that_cannot_fit_skip_the_case(gpu: tuple[FakeClock, CachedDevice, FakeTorch]) -> None:
+    clock, dev, torch = gpu
+
+    class Tight(FakeCudaBackend):
+        def free_memory_bytes(self) -> int | None:
+            return 96 << 20  # a flush buffer of twice the 50 MiB L2 does not fit in 80% of this
+
+    backend = Tight(dev, Kernel(dev, 10_000))
+    m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(cold_cache=True, nvml=False)), clock)
+    assert m.status == "skipped"
+    assert m.reason == "needs 0.10 GiB, cuda:0 has 0.09 GiB free (beyond its buffers, for the L2 flush buffer)"
+    assert torch.buffers == []  # skipped before the buffer was made
+    need = gpu_options.option_device_bytes(Case("matmul_backward", "torch-cuda", "float32", (64, 32, 16)),
+                                           TimingOptions(cuda_graphs=True), l2_bytes=0)
+    assert need == {"the CUDA graph pool": (64 * 32 + 32 * 16) * 4}  # dA and dB of one call
+    assert run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=False)), clock).status == "ok"

@@ -229,3 +229,28 @@ def test_empty_frame_gives_empty_tables() -> None:
                tables.noisy_cells, tables.headline):
         assert fn(f).empty, fn.__name__
     assert len(tables.problem_groups(f)) == 1
+
+
+def test_launch_bound_cases_are_listed_and_noted() -> None:
+    from bench_suite.report import render
+    from bench_suite.results import to_frame
+    from tests.report_data import meas, run
+
+    bound = meas("hadamard", "torch-cuda", 256, 5e-6, None,
+                 extra={"launch": {"launch_bound": True}, "nvml": {"power_capped": True, "throttled": False}})
+    fine = meas("matmul", "torch-cuda", 4096, 2e-3, None, extra={"launch": {"launch_bound": False}})
+    cpu = meas("hadamard", "numpy", 256, 1e-5, 1)
+    frame = to_frame([run("gpubox", [bound, fine, cpu], gpu="NVIDIA H200")])
+    assert frame["launch_bound"].tolist()[:2] == [True, False] and frame["launch_bound"].isna().tolist()[2]
+    cells = tables.launch_bound_cells(frame)
+    assert cells["case_id"].tolist() == [bound.id]
+    summary = tables.run_summary(frame)
+    notes = [tables.row_notes(r) for r in summary.itertuples(index=False)]
+    assert notes == [["launch-bound", "power-capped"], [], []]
+    lines = tables.gpu_notes(summary)
+    assert lines[0].startswith("1 case launch-bound:") and "--cuda-graphs" in lines[0]
+    assert lines[1].startswith("1 case power-capped:") and "not throttling" in lines[1]
+    md = render.to_markdown(render.build_report([run("gpubox", [bound, fine, cpu])], with_figures=False))
+    assert "Launch-bound cases" in md and "--cuda-graphs" in md
+    md = render.to_markdown(render.build_report([run("gpubox", [fine, cpu])], with_figures=False))
+    assert "Launch-bound" not in md

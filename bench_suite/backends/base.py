@@ -12,6 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,10 @@ class Prepared:
     run_once: Callable[[], dict[str, np.ndarray]]  # one call; results as float64 host arrays
     inputs: dict[str, np.ndarray]  # float64 host copies of the inputs as the device holds them
     release: Callable[[], None] = field(default=lambda: None)
+    #: The outputs of one call's return value as float64 host arrays (None: not offered).
+    #: With ``poison`` (fill them with NaN), a CUDA graph's replay is checked like a call.
+    read: Callable[[Any], dict[str, np.ndarray]] | None = None
+    poison: Callable[[Any], None] | None = None
 
 
 class Backend(ABC):
@@ -94,6 +99,12 @@ def host_available_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def no_tf32(backend: str) -> Availability:
+    """The reason every CPU backend gives for a ``tf32`` case."""
+    return Availability.no(f"tf32 is float32 on CUDA tensor cores; {backend} has no TF32 math "
+                           "(use float32)")
 
 
 def memory_check(need: int, free: int | None, where: str) -> Availability:

@@ -16,6 +16,7 @@ from bench_suite.backends.base import (
     blas_threads,
     cpu_model,
     memory_check,
+    no_tf32,
 )
 from bench_suite.cases import Case, cpu_count
 
@@ -27,6 +28,8 @@ class NumpyBackend(Backend):
     device = "cpu"
 
     def availability(self, case: Case) -> Availability:
+        if case.dtype == "tf32":
+            return no_tf32(self.name)
         if case.dtype not in _DTYPES:
             return Availability.no(f"numpy has no {case.dtype}")
         if case.threads is not None and case.threads > cpu_count():

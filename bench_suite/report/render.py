@@ -123,6 +123,7 @@ def build_report(runs: Sequence[Run], command: str | None = None, with_figures: 
         "noisy": tables.noisy_cells(frame),
         "untrusted": tables.untrusted_cells(frame),
         "noise": _noise_table(runs),
+        "launch_bound": tables.launch_bound_cells(frame),
         "problems": tables.problem_groups(frame),
         "headline": tables.headline(frame),
         "peaks": tables.peaks(frame),
@@ -490,6 +491,21 @@ def _trust_section(rep: Report) -> Section:
                    priority=2)
 
 
+def _launch_bound_section(rep: Report) -> Section | None:
+    lb = rep.tables.get("launch_bound")
+    if lb is None or lb.empty:
+        return None  # no CUDA case was launch-bound (or none was timed with events)
+    rows = tuple(
+        (Cell(str(r.series), left=True), Cell(str(r.case_id), left=True), Cell(fmt_time(r.median_s)))
+        for r in lb.itertuples(index=False)
+    )
+    table = DisplayTable("Launch-bound cases", ("machine", "case", "median (launch rate)"), rows,
+                         "The host took as long to queue these calls as the GPU took to run them: "
+                         "their times are the launch rate, not the kernels'. Time them with "
+                         "bench-suite run --cuda-graphs.", 2)
+    return Section("launch_bound", "Launch-bound cases", tables=(table,), priority=2)
+
+
 def _problems_section(rep: Report) -> Section:
     p = rep.tables["problems"]
     if p.empty:
@@ -545,6 +561,7 @@ def sections(rep: Report) -> list[Section]:
         _peaks_section(rep),
         _noisy_section(rep),
         _trust_section(rep),
+        _launch_bound_section(rep),
         _problems_section(rep),
         _environment_section(rep),
     ]

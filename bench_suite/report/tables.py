@@ -143,7 +143,7 @@ def run_summary(frame: pd.DataFrame) -> pd.DataFrame:
                   how="left")
     cols = ["case_id", "status", "median_s", "rel_ci", "rate", "rate_unit", "speedup_vs_numpy",
             "noisy", "reason"]
-    cols += [c for c in ("pct_of_peak",) if c in df.columns]
+    cols += [c for c in ("pct_of_peak", *GPU_FLAGS) if c in df.columns]
     for flag in flags:
         df[f"speedup_{flag}"] = df[flag].astype(bool) | df[f"numpy_{flag}"].astype("boolean").fillna(False)
         cols += [flag, f"speedup_{flag}"]
@@ -153,6 +153,58 @@ def run_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 #: Flags of a measurement that make its figures, and ratios built on them, less trustworthy.
 _FLAGS = ("contended", "bimodal")
+
+
+#: GPU flags of the frame (``results.to_frame``): True, False, or NA where not known.
+GPU_FLAGS = ("launch_bound", "throttled", "power_capped")
+LAUNCH_BOUND_NOTE = ("launch-bound: the host took as long to queue the calls as the GPU took "
+                     "to run them, so the CUDA events timed the launch rate, not the kernels; "
+                     "rerun with --cuda-graphs to time the kernels")
+
+
+def _flag(row: object, name: str) -> bool:
+    """True where the row's flag is set; False where it is not, or NA (unknown)."""
+    try:
+        return bool(getattr(row, name, False))
+    except TypeError:  # pd.NA
+        return False
+
+
+def gpu_row_notes(row: object) -> list[str]:
+    """Short notes on one row of :func:`run_summary` (a namedtuple): launch-bound, throttled,
+    power-capped."""
+    return [label for name, label in (("launch_bound", "launch-bound"), ("throttled", "throttled"),
+                                      ("power_capped", "power-capped")) if _flag(row, name)]
+
+
+def row_notes(row: object) -> list[str]:
+    """:func:`gpu_row_notes`, after "noisy" where the row is."""
+    return (["noisy"] if _flag(row, "noisy") else []) + gpu_row_notes(row)
+
+
+def gpu_notes(summary: pd.DataFrame) -> list[str]:
+    """Lines to print under the run's table about its GPU flags."""
+    out = []
+    for name, text in (
+        ("launch_bound", LAUNCH_BOUND_NOTE),
+        ("throttled", "throttled: NVML saw thermal or hardware slowdown while it was timed"),
+        ("power_capped", "power-capped: the GPU held its power limit while it was timed "
+                         "(dense GEMMs do; not throttling)"),
+    ):
+        if name in summary.columns:
+            count = int(summary[name].fillna(False).astype(bool).sum())
+            if count:
+                out.append(f"{count} case{'s' if count > 1 else ''} {text}")
+    return out
+
+
+def launch_bound_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """CUDA measurements whose events timed the host's launches rather than the kernels."""
+    df = ok_rows(frame)
+    cols = ["series", "op", "case_id", "median_s"]
+    if "launch_bound" not in df.columns:
+        return df[cols].iloc[0:0].reset_index(drop=True)
+    return df[df["launch_bound"].fillna(False).astype(bool)][cols].reset_index(drop=True)
 
 
 def time_table(frame: pd.DataFrame) -> pd.DataFrame:
