@@ -147,15 +147,15 @@ def two_groups(values: Sequence[float]) -> tuple[tuple[float, ...], tuple[float,
 
     This is what a process-level bimodal case looks like (a Hadamard product at 6.2 µs in
     some processes, 12.2 µs in others): the rounds agree within each group and disagree far
-    beyond that between them. The split is at the widest gap in log scale. With 6 or more
-    values each group needs two of them (one stray round is an outlier, not a mode); with 3
-    to 5, one suffices. Fewer than 3 values cannot tell: None.
+    beyond that between them. The split is at the widest gap in log scale, and each group
+    needs two values: one stray round is an outlier (a burst the monitor missed), not a mode,
+    and the tests see it as spread. Fewer than 4 values cannot tell: None.
     """
     xs = sorted(x for x in values if x > 0 and math.isfinite(x))
-    if len(xs) < 3:
+    if len(xs) < 4:
         return None
     logs = [math.log(x) for x in xs]
-    least = 2 if len(xs) >= 6 else 1
+    least = 2
     best, at = -1.0, -1
     for i in range(least - 1, len(logs) - least):
         gap = logs[i + 1] - logs[i]

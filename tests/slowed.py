@@ -2,7 +2,9 @@
 
 Reaches worker processes through ``BENCH_SUITE_BACKEND_PLUGINS=tests.slowed:register``
 (``$BENCH_SUITE_SLOWDOWN``: the extra share, default 0.10; ``$BENCH_SUITE_SLOWED_OPS``: the ops
-it applies to, default all). Verification runs the real op untouched.
+it applies to, default all). ``$BENCH_SUITE_SLEEP_S`` adds a sleep to every timed call of every
+op: a call then lasts about that long whatever else the machine runs, which keeps tests of the
+A/B machinery steady on a loaded test machine. Verification runs the real op untouched.
 """
 
 from __future__ import annotations
@@ -21,18 +23,19 @@ PLUGIN = "tests.slowed:register"
 
 
 class SlowedNumpy(NumpyBackend):
-    def __init__(self, share: float, ops: frozenset[str]):
-        self.share, self.ops = share, ops
+    def __init__(self, share: float, ops: frozenset[str], sleep_s: float = 0.0):
+        self.share, self.ops, self.sleep_s = share, ops, sleep_s
 
     def prepare(self, case: Case, inputs: dict[str, np.ndarray]) -> Prepared:
         p = super().prepare(case, inputs)
-        if self.ops and case.op not in self.ops:
-            return p
-        call, share, clock = p.call, self.share, time.perf_counter_ns
+        call, clock, sleep_s = p.call, time.perf_counter_ns, self.sleep_s
+        share = 0.0 if self.ops and case.op not in self.ops else self.share
 
         def slowed() -> object:
             t0 = clock()
             out = call()
+            if sleep_s:
+                time.sleep(sleep_s)
             t1 = clock()
             end = t1 + share * (t1 - t0)
             while clock() < end:  # busy: real work on the core, as slower code would do
@@ -45,4 +48,5 @@ class SlowedNumpy(NumpyBackend):
 def register(factories: dict[str, Callable[[str], Backend]]) -> None:
     share = float(os.environ.get("BENCH_SUITE_SLOWDOWN", "0.10"))
     ops = frozenset(filter(None, os.environ.get("BENCH_SUITE_SLOWED_OPS", "").split(",")))
-    factories["numpy"] = lambda _name: SlowedNumpy(share, ops)
+    sleep_s = float(os.environ.get("BENCH_SUITE_SLEEP_S", "0"))
+    factories["numpy"] = lambda _name: SlowedNumpy(share, ops, sleep_s)

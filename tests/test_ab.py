@@ -79,16 +79,21 @@ def test_side_order_is_seeded_and_mixed() -> None:
 
 def test_ab_finds_the_slowed_op_and_only_it(tmp_path: Path, quiet_workers: None,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    cand = _wrapper(tmp_path, "cand", {PLUGINS_ENV: "tests.quiet:register,tests.slowed:register",
-                                       "BENCH_SUITE_SLOWDOWN": "1.0", "BENCH_SUITE_SLOWED_OPS": "matmul"})
+    # every call sleeps 2 ms on both sides (steady on a loaded test machine); the candidate's
+    # matmul calls then do as much busy work again
+    steady = {PLUGINS_ENV: "tests.quiet:register,tests.slowed:register", "BENCH_SUITE_SLEEP_S": "0.002",
+              "BENCH_SUITE_SLOWDOWN": "0"}
+    base = _wrapper(tmp_path, "base", steady)
+    cand = _wrapper(tmp_path, "cand", {**steady, "BENCH_SUITE_SLOWDOWN": "1.0", "BENCH_SUITE_SLOWED_OPS": "matmul"})
     out = tmp_path / "ab"
-    rc = cli.main(["ab", sys.executable, cand, *SWEEP, "--rounds", "4", "--out", str(out), "--format", "json"])
+    rc = cli.main(["ab", base, cand, *SWEEP, "--rounds", "6", "--out", str(out), "--format", "json",
+                   "--threshold", "50%"])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 1
     assert doc["regressions"] == ["matmul/numpy/float32/n=48/threads=1"]
     pairs = {p["case_id"]: p for p in doc["pairs"]}
     assert pairs["matmul/numpy/float32/n=48/threads=1"]["method"] == "paired rounds"
-    assert pairs["matmul/numpy/float32/n=48/threads=1"]["base_rounds"] == 4
+    assert pairs["matmul/numpy/float32/n=48/threads=1"]["base_rounds"] == 6
     assert pairs["hadamard/numpy/float32/n=48/threads=1"]["verdict"] != "slower"
     base, cand_run = load_runs([out / "base.json"])[0], load_runs([out / "cand.json"])[0]
     assert base.config["ab"]["session"] == cand_run.config["ab"]["session"]

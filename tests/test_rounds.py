@@ -112,7 +112,8 @@ def test_two_groups_of_rounds_are_bimodal_one_stray_or_a_spread_is_not() -> None
     assert stats.two_groups([6.2, 6.3, 12.2, 12.1, 6.25]) is not None
     assert stats.two_groups([1.0, 1.1, 0.95, 1.05, 0.9, 1.02]) is None
     assert stats.two_groups([1.0, 1.01, 0.99, 1.0, 1.02, 1.6]) is None  # one stray of six
-    assert stats.two_groups([1.0, 2.0]) is None  # too few to tell
+    assert stats.two_groups([1.0, 1.01, 1.8]) is None  # too few to tell
+    assert stats.two_groups([1.0, 1.01, 1.8, 1.82]) is not None
 
 
 def test_median_ci_ranks_match_the_binomial_sums() -> None:
