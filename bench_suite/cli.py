@@ -122,6 +122,19 @@ def create_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="FILE",
                    help="continue an interrupted run (its .json, or the .json.journal of a killed "
                    "run) with its saved sweep and settings; finished cases are not run again")
+    g = p.add_argument_group(
+        "many devices", "torch-cuda:all gives every visible GPU its own cases. Under torchrun or "
+        "srun each rank measures its own GPU (or its share of the cores) and rank 0 gathers the "
+        "results into one run set")
+    g.add_argument("--concurrent", action="store_true",
+                   help="one process per GPU named by --backends (e.g. torch-cuda:all), all at "
+                   "once, as a busy node runs (shared power and cooling); gathered like torchrun")
+    g.add_argument("--gather-timeout", type=_positive_float, default=3600.0, metavar="SECONDS",
+                   help="ranks: how long rank 0 waits for slower ranks after its own sweep "
+                   "(default 3600); a rank silent for 60 s is given up at once")
+    g.add_argument("--join-timeout", type=_positive_float, default=300.0, metavar="SECONDS",
+                   help="ranks: how long they wait for each other at the start; a rank still "
+                   "missing then is a bad launch (exit 2) (default 300)")
     g = p.add_argument_group("GPU timing (harmless without a GPU)")
     g.add_argument("--cold-cache", action="store_true",
                    help="flush the caches (GPU L2, CPU last level) before every call, outside the "
@@ -253,11 +266,13 @@ def _version() -> str:
         return "(not installed)"
 
 
-def sweep_from_args(args: argparse.Namespace) -> tuple[cases_mod.Preset, list[cases_mod.Case]]:
+def sweep_from_args(args: argparse.Namespace, rank: Any = None) -> tuple[cases_mod.Preset, list[cases_mod.Case]]:
+    """The preset and the cases the arguments select. ``rank``: a ``launch.RankContext``,
+    whose CUDA backends become the rank's own GPU."""
     preset = cases_mod.get_preset(args.preset)
     sweep = preset.sweep.with_filters(
         ops=cases_mod.parse_names(args.ops, cases_mod.OPS, "op") if args.ops else None,
-        backends=cases_mod.parse_backends(args.backends) if args.backends else None,
+        backends=_backends(args.backends, preset, rank),
         dtypes=cases_mod.parse_names(args.dtypes, cases_mod.DTYPES, "dtype") if args.dtypes else None,
         sizes=cases_mod.parse_sizes(args.sizes) if args.sizes else None,
         threads=cases_mod.parse_threads(args.threads) if args.threads else None,
@@ -267,16 +282,33 @@ def sweep_from_args(args: argparse.Namespace) -> tuple[cases_mod.Preset, list[ca
     return preset, sweep.expand()
 
 
+def _backends(text: str | None, preset: cases_mod.Preset, rank: Any) -> tuple[str, ...] | None:
+    from bench_suite import backends, launch
+
+    names = cases_mod.parse_backends(text, allow_all=True) if text else None
+    if rank is not None:
+        return launch.localize_backends(names or preset.sweep.backends, rank, backends.device_count)
+    return backends.expand_devices(names) if names else None
+
+
 # --- commands -----------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench_suite import env as env_mod
-    from bench_suite import runner
+    from bench_suite import launch, runner
     from bench_suite.timing import TimingConfig
 
     if args.case_timeout is not None and not args.isolate and not args.resume:
         raise UsageError("--case-timeout needs --isolate")
+    rank = launch.from_environment()  # torchrun, srun or --concurrent: one line on a bad launch
+    if rank is not None and rank.world_size > 1:
+        if args.resume:
+            raise UsageError("--resume continues one process's run: under a launcher, start the "
+                             "launch again (each rank's own file keeps what it measured)")
+        return _run_rank(args, rank)
+    if args.concurrent:
+        return _run_concurrent(args)
     if args.resume:
         return _resume(args)
     preset, cases = sweep_from_args(args)
@@ -305,6 +337,128 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _measure_and_print(
         args, lambda progress: runner.run_sweep(cases, path, options, machine, config, progress,
                                                 measure_case=measure, rounds=rounds))
+
+
+def _run_options(args: argparse.Namespace, preset: cases_mod.Preset) -> Any:
+    from bench_suite import runner
+    from bench_suite.timing import TimingConfig
+
+    timing = TimingConfig(target_rel_ci=args.target, min_samples=args.min_samples,
+                          time_budget_s=args.time_budget or preset.time_budget_s)
+    return runner.RunOptions(seed=args.seed, timing=timing, gpu=_gpu_options(args))
+
+
+def _run_rank(args: argparse.Namespace, rank: Any) -> int:
+    """One rank of a torchrun/srun/--concurrent launch: its own device and cores, its own
+    file; rank 0 gathers the run set and prints it."""
+    from bench_suite import distributed, launch
+
+    cpus = launch.assign_cpu_share(rank)  # before the sweep: "threads=all" is the rank's share
+    preset, cases = sweep_from_args(args, rank)
+    options = _run_options(args, preset)
+    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases),
+              "gpu_options": dataclasses.asdict(options.gpu), "distributed": {"cpu_share": cpus}}
+    measure = None
+    if args.isolate:
+        from bench_suite.isolation import IsolatedMeasure
+
+        measure = IsolatedMeasure(options, args.case_timeout)
+        config.update(measure.config())
+    progress = None if args.quiet or rank.rank != 0 else _RichProgress()
+    with progress or contextlib.nullcontext():
+        outcome = distributed.run_rank(
+            rank, cases, args.out, options, args.machine, config, progress, measure,
+            gather_timeout_s=args.gather_timeout, join_timeout_s=args.join_timeout)
+    if outcome.publish_problem:
+        print(f"rank {rank.rank}: {outcome.publish_problem}; every measurement is in "
+              f"{outcome.run.path}", file=sys.stderr)
+    if outcome.runset is None:
+        print(f"rank {rank.rank}: saved {len(outcome.run.measurements)} measurements to "
+              f"{outcome.run.path}" + (" (interrupted)" if outcome.interrupted else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED if outcome.interrupted else (1 if outcome.publish_problem else EXIT_OK)
+    rs = outcome.runset
+    _print_runset(rs)
+    if args.report:
+        _write_report(list(rs.runs), Path(args.report), args.argv)
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return 1 if rs.missing else EXIT_OK
+
+
+def _run_concurrent(args: argparse.Namespace) -> int:
+    from bench_suite import backends, launch, runner
+    from bench_suite.cases import is_cuda_backend
+
+    if args.resume:
+        raise UsageError("--concurrent starts a new run: it cannot --resume one")
+    if not args.backends:
+        raise UsageError("--concurrent runs one process per GPU: name them with --backends "
+                         "(e.g. torch-cuda:all)")
+    names = backends.expand_devices(cases_mod.parse_backends(args.backends, allow_all=True))
+    cpu = [b for b in names if not is_cuda_backend(b)]
+    if cpu:
+        raise UsageError(f"--concurrent runs one process per GPU: drop {', '.join(cpu)} from "
+                         "--backends (run CPU backends without --concurrent)")
+    if backends.device_count("torch-cuda") == 0:
+        raise UsageError("--concurrent: no GPU is visible (CUDA_VISIBLE_DEVICES, a CUDA build "
+                         "of torch?)")
+    devices = launch.cuda_devices(names)
+    print(f"concurrent: {len(devices)} processes, one per GPU ({', '.join(map(str, devices))})",
+          file=sys.stderr)
+    result = launch.run_concurrent(args.argv, devices, runner.new_run_id())
+    for r, rc in enumerate(result.exit_codes):
+        if rc != 0:
+            print(f"concurrent: rank {r} (GPU {devices[r]}) {_describe_rc(rc)}", file=sys.stderr)
+    codes = [rc if rc >= 0 else 1 for rc in result.exit_codes]
+    return max(codes) if codes else EXIT_OK
+
+
+def _describe_rc(rc: int) -> str:
+    if rc >= 0:
+        return f"exited with status {rc}"
+    import signal
+
+    try:
+        return f"was killed by {signal.Signals(-rc).name}"
+    except ValueError:
+        return f"was killed by signal {-rc}"
+
+
+def _print_runset(rs: Any) -> None:
+    from rich.table import Table
+
+    from bench_suite.report import fleet
+    from bench_suite.results import to_frame
+
+    console = _stdout_console()
+    t = Table(title=f"run set {rs.run_id}: {rs.world_size} ranks ({rs.launcher})", title_justify="left")
+    for col in ("rank", "host", "devices", "status", "ok / skipped / failed", "file"):
+        t.add_column(col, justify="right" if col == "rank" else "left")
+    runs = {r.config.get("distributed", {}).get("rank"): r for r in rs.runs}
+    for st in rs.ranks:
+        run = runs.get(st.rank)
+        devs, counts = "-", "-"
+        if run is not None:
+            devs = ", ".join(dict.fromkeys(m.case.backend for m in run.measurements)) or "-"
+            counts = " / ".join(str(sum(m.status == s for m in run.measurements))
+                                for s in ("ok", "skipped", "failed"))
+        t.add_row(str(st.rank), st.host or "?", devs, st.status, counts, st.path)
+    console.print(t)
+    frame = to_frame(rs.runs)
+    summary = fleet.device_summary(fleet.fleet_table(frame))
+    if not summary.empty:
+        f = Table(title="devices against the fleet median", title_justify="left")
+        for col in ("device", "model", "cases", "median % of fleet", "slowest case", "flag"):
+            f.add_column(col, justify="right" if col in ("cases", "median % of fleet") else "left")
+        for r in summary.itertuples(index=False):
+            f.add_row(r.device_label, r.model, str(r.cases), f"{r.median_rel:.1%}",
+                      f"{r.slowest_case} ({r.min_rel:.1%})",
+                      "straggler" if r.straggler else "")
+        console.print(f)
+    for st in rs.missing:
+        print(f"missing: {st.describe()}", file=sys.stderr)
+    print(f"\nsaved a run set of {len(rs.runs)} of {rs.world_size} ranks "
+          f"({sum(len(r.measurements) for r in rs.runs)} measurements) to {rs.path}")
 
 
 #: ``run`` options that define a sweep or its settings: a resumed run keeps its saved ones.
