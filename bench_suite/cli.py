@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -241,6 +242,28 @@ def create_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_peaks)
 
     p = sub.add_parser(
+        "doctor", help="is this device normal? a short probe against healthy devices of its model",
+        description="Per device (under ~30 s each): the peaks of `bench-suite peaks` (best matmul, "
+        "large copy) with the state that explains a slow device (GPU: clocks, power limit, "
+        "throttle reasons, ECC, PCIe link, other processes, from NVML; CPU: governor, load "
+        "from other processes, BLAS kernel), each figure as a percentage of what healthy "
+        "devices of the same model reach (a table shipped with bench-suite, a source for every "
+        "entry), and a verdict per device with the likeliest cause. Exit status: 0 every "
+        "device normal (or of a model with no reference), 1 a device below normal, 2 bad input.",
+    )
+    p.add_argument("--backends", help="numpy (the CPU), torch-cuda[:N] or torch-cuda:all "
+                   "(default: the CPU and every visible GPU)")
+    p.add_argument("--json", action="store_true", help="the whole report as JSON on stdout")
+    p.add_argument("--reference", metavar="FILE",
+                   help="a peaks.json of a healthy device (its figures become the reference for "
+                   "devices of its name), or a reference table of your own")
+    p.add_argument("--time-budget", type=_positive_float, default=0.25,
+                   help="seconds per matmul size and per copy (default 0.25)")
+    p.add_argument("--machine", help="machine name (default: host name)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser(
         "profile", help="profile one case: torch.profiler trace and top operators, or cProfile",
         description="Run one case (verified first) under torch.profiler (CPU, and CUDA activity "
         "on a GPU): writes a Chrome trace (open in chrome://tracing or Perfetto) and prints the "
@@ -456,7 +479,7 @@ def _print_runset(rs: Any) -> None:
                       "straggler" if r.straggler else "")
         console.print(f)
     for st in rs.missing:
-        print(f"missing: {st.describe()}", file=sys.stderr)
+        print(f"{'missing' if st.status == 'lost' else 'incomplete'}: {st.describe()}", file=sys.stderr)
     print(f"\nsaved a run set of {len(rs.runs)} of {rs.world_size} ranks "
           f"({sum(len(r.measurements) for r in rs.runs)} measurements) to {rs.path}")
 
@@ -685,6 +708,97 @@ def _print_peaks(table: Any, result: Any) -> None:
     console.print(t)
     for note in result.config.get("notes", []):
         console.print(f"not measured: {note}")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bench_suite import backends, doctor
+
+    names = (backends.expand_devices(cases_mod.parse_backends(args.backends, allow_all=True))
+             if args.backends else doctor.default_backends())
+    doctor.check_backends(names)
+    table = doctor.load_reference(args.reference)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    report = doctor.run_doctor(names, doctor.DoctorConfig(time_budget_s=args.time_budget), table,
+                               args.machine, _silent if args.quiet else progress)
+    if args.json:
+        print(doctor.as_json(report))
+    else:
+        _print_doctor(report)
+    return report.exit_status
+
+
+def _fmt_per_s(value: float | None, unit: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    if unit == "FLOP/s":
+        return f"{value / 1e12:,.1f} TFLOP/s" if value >= 1e12 else f"{value / 1e9:,.1f} GFLOP/s"
+    return f"{value / 1e12:,.2f} TB/s" if value >= 1e12 else f"{value / 1e9:,.1f} GB/s"
+
+
+def _print_doctor(report: Any) -> None:
+    from rich.table import Table
+
+    console = _stdout_console()
+    for d in report.devices:
+        ref = f" (reference: {d.reference_title})" if d.reference_title else " (unknown model)"
+        t = Table(title=f"{d.device} {d.model}{ref}", title_justify="left")
+        for col in ("figure", "measured", "reference", "% of reference", "normal from"):
+            t.add_column(col, justify="left" if col == "figure" else "right")
+        for f in d.figures:
+            pct = f.pct
+            t.add_row(f.label, _fmt_per_s(f.measured, f.unit), _fmt_per_s(f.reference, f.unit),
+                      "-" if pct != pct else f"{pct:.0f}%" + (" (low)" if f.low else ""),
+                      f"{f.normal_at_least:.0%}" if f.reference else "-")
+        console.print(t)
+        for line in _state_lines(d):
+            console.print(f"  {line}", highlight=False, markup=False)
+        for x in d.findings:
+            console.print(f"  {'fault' if x.fault else 'note'}: {x.text}", highlight=False, markup=False)
+        verdict = d.verdict + (f": {d.cause}" if d.cause else "")
+        console.print(f"  verdict: {verdict}  ({d.seconds:.1f} s)", highlight=False, markup=False)
+        if d.advice:
+            console.print(f"  {d.advice}", highlight=False, markup=False)
+        console.print()
+    below = sum(d.verdict == "below normal" for d in report.devices)
+    print(f"{len(report.devices)} device{'s' * (len(report.devices) != 1)} checked: "
+          f"{below} below normal" if below else
+          f"{len(report.devices)} device{'s' * (len(report.devices) != 1)} checked: none below normal")
+
+
+def _state_lines(d: Any) -> list[str]:
+    s = d.state
+    if d.device == "cpu":
+        load = s.get("load") or {}
+        blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} {b.get('architecture') or ''}".strip()
+                         for b in s.get("blas") or () if b.get("user_api") == "blas") or "none found"
+        other, steal = load.get("other_cores"), load.get("steal_cores")
+        parts = [f"governor {s.get('governor') or 'n/a (no cpufreq)'}",
+                 f"other processes {'-' if other is None else f'{other:.2f}'} of {load.get('cores')} cores"
+                 + (f", steal {steal:.2f}" if steal else ""),
+                 f"load average {s.get('load_average_1m')}", f"BLAS {blas}"]
+        return ["state: " + "; ".join(parts)]
+    if not s.get("available"):
+        return [f"state: {s.get('reason', 'not read')}"]
+    load = s.get("load") or {}
+
+    def mhz(v: Any) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    reasons = ", ".join(f"{k} {v:.0%}" for k, v in (load.get("reasons") or {}).items()) or "none"
+    procs = [p for p in s.get("processes") or () if not p.get("own")]
+    return [
+        f"clocks under load: SM {mhz(load.get('sm_clock_mhz'))} of {mhz(s.get('max_sm_clock_mhz'))} MHz, "
+        f"memory {mhz(load.get('mem_clock_mhz'))} of {mhz(s.get('max_mem_clock_mhz'))} MHz; "
+        f"power limit {mhz(s.get('power_limit_w'))} W (default {mhz(s.get('default_power_limit_w'))} W), "
+        f"peak draw {mhz(load.get('max_power_w'))} W, {mhz(load.get('max_temp_c'))} °C",
+        f"clock-event reasons under load: {reasons}; PCIe Gen{mhz(load.get('pcie_gen'))} "
+        f"x{mhz(load.get('pcie_width'))} of Gen{mhz(s.get('pcie_max_gen'))} x{mhz(s.get('pcie_max_width'))}; "
+        f"ECC uncorrected {mhz(s.get('ecc_uncorrected_volatile'))}, corrected "
+        f"{mhz(s.get('ecc_corrected_volatile'))}; other processes: {len(procs)}",
+    ]
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

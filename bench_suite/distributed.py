@@ -48,7 +48,7 @@ from bench_suite.backends import Backend, get_backend
 from bench_suite.cases import Case
 from bench_suite.errors import BenchSuiteError, ResultsFileError, UsageError
 from bench_suite.launch import RankContext
-from bench_suite.results import Measurement, Run, RunWriter, parse_json, run_from_dict
+from bench_suite.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter, parse_json, run_from_dict
 from bench_suite.runset import RankStatus, RunSet, save_runset
 
 #: A rank that has sent no heartbeat for this long is taken for dead.
@@ -306,7 +306,7 @@ def gather(store: Store, world_size: int, own: Run, own_path: str, host: str,
             grace_end = now + STOP_GRACE_S if grace_end is None else grace_end
             if now >= grace_end:
                 for r in pending:
-                    why[r] = "rank 0 was stopped before this rank finished"
+                    why[r] = "no final word from it before rank 0 was stopped"
                 break
         elif now - start > timeout_s:
             for r in pending:
@@ -331,8 +331,17 @@ def _always() -> bool:
     return True
 
 
+def _existing(path: str) -> str:
+    """A rank's file as it is on disk, where rank 0 can see it (same host, shared folder): the
+    journal of a rank that was killed before it finished."""
+    journal = path + JOURNAL_SUFFIX
+    if path and not Path(path).exists() and Path(journal).exists():
+        return journal
+    return path
+
+
 def _read_rank(store: Store, r: int, silent: str) -> tuple[Run | None, RankStatus]:
-    path = _text(store, f"path/{r}") if store.check([f"path/{r}"]) else ""
+    path = _existing(_text(store, f"path/{r}")) if store.check([f"path/{r}"]) else ""
     if not store.check([f"header/{r}"]):
         error = ""
         if store.check([f"done/{r}"]):
