@@ -95,9 +95,11 @@ def prefix_for(ctx: RankContext) -> str:
 
 def connect_store(ctx: RankContext, timeout_s: float) -> Store:
     """The launch's store: torchrun's agent's (every rank a client), or one rank 0 starts."""
+    host = ctx.rank == 0 and not ctx.agent_store
+    if not host:  # wait for the port here: torch's client logs a stack per failed attempt
+        _wait_for_port(ctx.master_addr, ctx.master_port, timeout_s)
     from torch.distributed import TCPStore
 
-    host = ctx.rank == 0 and not ctx.agent_store
     try:
         store = TCPStore(ctx.master_addr, ctx.master_port, None, host,
                          _dt.timedelta(seconds=timeout_s), wait_for_workers=False)
@@ -109,6 +111,22 @@ def connect_store(ctx: RankContext, timeout_s: float) -> Store:
         raise UsageError(f"bad launch: cannot {what} {ctx.master_addr}:{ctx.master_port} "
                          f"within {timeout_s:g} s ({first}): {hint}") from None
     return PrefixedStore(store, prefix_for(ctx))
+
+
+def _wait_for_port(addr: str, port: int, timeout_s: float) -> None:
+    end = time.monotonic() + timeout_s
+    why = ""
+    while True:
+        try:
+            with socket.create_connection((addr, port), timeout=min(1.0, max(timeout_s, 0.1))):
+                return
+        except OSError as exc:
+            why = exc.strerror or str(exc) or type(exc).__name__
+        if time.monotonic() >= end:
+            raise UsageError(f"bad launch: cannot reach the rendezvous store at {addr}:{port} within "
+                             f"{timeout_s:g} s ({why}): is rank 0 running, and are MASTER_ADDR and "
+                             "MASTER_PORT right?")
+        time.sleep(0.1)
 
 
 def _text(store: Store, key: str) -> str:
