@@ -651,7 +651,10 @@ def cmd_peaks(args: argparse.Namespace) -> int:
     from bench_suite import env as env_mod
     from bench_suite import peaks, roofline
 
-    backends = cases_mod.parse_backends(args.backends) if args.backends else peaks.default_backends()
+    from bench_suite.backends import expand_devices
+
+    backends = (expand_devices(cases_mod.parse_backends(args.backends, allow_all=True))
+                if args.backends else peaks.default_backends())
     config = peaks.PeaksConfig(
         sizes=_square_sizes(args.sizes) if args.sizes else None,
         dtypes=cases_mod.parse_names(args.dtypes, cases_mod.DTYPES, "dtype") if args.dtypes else None,
