@@ -650,7 +650,6 @@ def _gpu_options(args: argparse.Namespace) -> Any:
 def cmd_peaks(args: argparse.Namespace) -> int:
     from bench_suite import env as env_mod
     from bench_suite import peaks, roofline
-
     from bench_suite.backends import expand_devices
 
     backends = (expand_devices(cases_mod.parse_backends(args.backends, allow_all=True))

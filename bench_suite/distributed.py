@@ -60,6 +60,12 @@ STOP_GRACE_S = 3.0
 POLL_S = 0.05
 
 
+def poll_s(world_size: int) -> float:
+    """How often a waiting rank asks the store: 20 times a second on a node, less on a big
+    launch, so that a thousand ranks do not flood rank 0's store (at most once a second)."""
+    return min(1.0, POLL_S * max(1.0, world_size / 8))
+
+
 class Store(Protocol):
     """What the protocol needs of a key-value store (``torch.distributed.TCPStore`` has it)."""
 
@@ -134,12 +140,12 @@ def _text(store: Store, key: str) -> str:
 
 
 def _wait_keys(store: Store, keys: list[str], timeout_s: float, sleep: Callable[[float], None],
-               clock: Callable[[], float]) -> bool:
+               clock: Callable[[], float], every_s: float = POLL_S) -> bool:
     end = clock() + timeout_s
     while not store.check(keys):
         if clock() >= end:
             return False
-        sleep(POLL_S)
+        sleep(every_s)
     return True
 
 
@@ -152,6 +158,7 @@ def join(store: Store, ctx: RankContext, run_id: str, timeout_s: float,
     """Every rank of the launch, present and agreeing, or a UsageError on each rank that can
     tell; returns the run id all ranks share (rank 0's)."""
     r, world = ctx.rank, ctx.world_size
+    every = poll_s(world)
     store.set(f"world/{r}", str(world))
     if store.add(f"join/{r}", 1) > 1:
         raise UsageError(f"bad launch: two processes are rank {r} (RANK/SLURM_PROCID): each rank "
@@ -160,7 +167,7 @@ def join(store: Store, ctx: RankContext, run_id: str, timeout_s: float,
         store.set("world_size", str(world))
         store.set("run_id", run_id)
         keys = [f"join/{i}" for i in range(world)]
-        if not _wait_keys(store, keys, timeout_s, sleep, clock):
+        if not _wait_keys(store, keys, timeout_s, sleep, clock, every):
             missing = [i for i in range(world) if not store.check([f"join/{i}"])]
             why = (f"bad launch: {world - len(missing)} of WORLD_SIZE={world} ranks joined within "
                    f"{timeout_s:g} s (missing: {_ranks(missing)}): check WORLD_SIZE, --nnodes and "
@@ -176,13 +183,13 @@ def join(store: Store, ctx: RankContext, run_id: str, timeout_s: float,
                 raise UsageError(why)
         store.set("go", "ok")
         return run_id
-    if not _wait_keys(store, ["world_size", "run_id"], timeout_s, sleep, clock):
+    if not _wait_keys(store, ["world_size", "run_id"], timeout_s, sleep, clock, every):
         raise UsageError(f"bad launch: rank 0 did not answer within {timeout_s:g} s")
     theirs = _text(store, "world_size")
     if theirs != str(world):
         raise UsageError(f"bad launch: WORLD_SIZE={world} here but {theirs} on rank 0: every rank "
                          "must be started with the same world size")
-    if not _wait_keys(store, ["go"], timeout_s, sleep, clock):
+    if not _wait_keys(store, ["go"], timeout_s, sleep, clock, every):
         raise UsageError(f"bad launch: rank 0 did not start the sweep within {timeout_s:g} s "
                          "(are all ranks of the launch running?)")
     go = _text(store, "go")
@@ -331,7 +338,7 @@ def gather(store: Store, world_size: int, own: Run, own_path: str, host: str,
                 why[r] = f"still running after the gather timeout ({timeout_s:g} s)"
             break
         try:
-            sleep(POLL_S)
+            sleep(poll_s(world_size))
         except KeyboardInterrupt:  # stopped while waiting: a short grace, then what is there
             grace_end = clock()
             stopping = _always

@@ -519,7 +519,7 @@ def _check_gpu(name: str, config: DoctorConfig, table: ReferenceTable, machine: 
     pcfg = peaks.PeaksConfig(sizes=config.gpu_sizes, dtypes=config.gpu_dtypes, threads=(None,),
                              time_budget_s=config.time_budget_s, copy_bytes=config.gpu_copy_bytes)
     with device_state.gpu_state_session(cuda_index(name), nvml, torch, config.nvml_interval_s) as s:
-        ps = peaks.measure_peaks([name], pcfg, machine, progress, lambda _n: backend, clock)
+        ps, failure = _probe(name, pcfg, machine, progress, backend, clock)
     state: dict[str, Any] = (s.state() if isinstance(s, device_state.GpuStateSampler)
                              else {"available": False, "reason": s})
     measured = _measured(ps)
@@ -533,13 +533,15 @@ def _check_gpu(name: str, config: DoctorConfig, table: ReferenceTable, machine: 
         figures.append(FigureCheck(
             f"matmul_{dtype}", f"matmul {dtype}", "FLOP/s", p.flops_per_s if p else None,
             r.value if r else None, _source(r), ref.normal_at_least if ref else 0.9,
-            p.note if p else notes.get(f"{name} {dtype} threads=all", "not measured")))
+            p.note if p else failure or notes.get(f"{name} {dtype} threads=all", "not measured")))
     bw = max((p.bytes_per_s for p in measured if p.bytes_per_s), default=None)
     r = ref.figures.get("copy") if ref else None
     figures.append(FigureCheck("copy", "device copy", "B/s", bw, r.value if r else None, _source(r),
                                ref.normal_at_least if ref else 0.9,
-                               "bytes read + written" if bw else "not measured"))
+                               "bytes read + written" if bw else failure or "not measured"))
     findings = gpu_findings(state)
+    if failure:
+        findings.insert(0, Finding(failure, fault=True, explains=_BOTH))
     if not state.get("available"):
         findings.append(Finding(f"device state not read: {state.get('reason')}"))
     verdict, cause = judge(figures, findings, ref is not None)
@@ -550,6 +552,18 @@ def _check_gpu(name: str, config: DoctorConfig, table: ReferenceTable, machine: 
                   "--reference healthy.json`")
     return DeviceCheck(backend.device, name, model, ref.title if ref else "", tuple(figures),
                        tuple(findings), verdict, cause, advice, state)
+
+
+def _probe(name: str, pcfg: peaks.PeaksConfig, machine: str, progress: Progress, backend: Backend,
+           clock: Clock) -> tuple[roofline.PeakSet, str]:
+    """The peaks of one device; a probe that fails (a CUDA error, no memory) is the device's
+    problem, recorded as its figures' reason, not the doctor's crash."""
+    from bench_suite.runner import describe_error, now_iso
+
+    try:
+        return peaks.measure_peaks([name], pcfg, machine, progress, lambda _n: backend, clock), ""
+    except Exception as exc:
+        return roofline.PeakSet(machine, now_iso(), {}, {}, ()), f"the probe failed: {describe_error(exc)}"
 
 
 def _name(backend: Backend) -> str:
@@ -572,7 +586,7 @@ def _check_cpu(name: str, config: DoctorConfig, table: ReferenceTable, machine: 
     pcfg = peaks.PeaksConfig(sizes=config.cpu_sizes, dtypes=config.cpu_dtypes, threads=(1, None),
                              time_budget_s=config.time_budget_s, copy_bytes=config.cpu_copy_bytes)
     with device_state.CpuLoadMeter(cpus) as meter:
-        ps = peaks.measure_peaks([name], pcfg, machine, progress, lambda _n: backend, clock)
+        ps, failure = _probe(name, pcfg, machine, progress, backend, clock)
     state = {**device_state.cpu_state(cpus), "load": meter.result}
     measured = _measured(ps)
     theory = {(p.dtype, p.threads): p for p in ps.peaks if p.source == "theoretical"}
@@ -601,7 +615,12 @@ def _check_cpu(name: str, config: DoctorConfig, table: ReferenceTable, machine: 
         figures.append(FigureCheck("copy", f"copy, {t} core{'s' * (t != 1)}", "B/s", bw,
                                    r.value if r else None, _source(r),
                                    own.normal_at_least if own else 0.9, "bytes read + written"))
+    if not measured:
+        figures.append(FigureCheck(f"matmul_{config.cpu_dtypes[0]}", f"matmul {config.cpu_dtypes[0]}",
+                                   "FLOP/s", None, None, note=failure or "not measured"))
     findings = cpu_findings(state)
+    if failure:
+        findings.insert(0, Finding(failure, fault=True, explains=_BOTH))
     has_ref = any(f.reference for f in figures)
     verdict, cause = judge(figures, findings, has_ref)
     advice = "" if has_ref else ("no theoretical peak for this CPU (its clock is unknown): record "

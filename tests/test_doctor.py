@@ -244,3 +244,15 @@ def test_unknown_cuda_index_without_gpus(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(UsageError, match="no CUDA device is visible"):
         doctor.check_backends(["torch-cuda"])
     assert doctor.default_backends() == ("numpy",)
+
+
+def test_a_probe_that_fails_is_the_devices_verdict_not_a_crash() -> None:
+    class Broken(FakeGpu):
+        def copy_buffers(self, nbytes: int, seed: int) -> Any:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    check = gpu_check(FakeNvml(), Broken())
+    assert check.verdict == "below normal"
+    assert check.cause == ("the probe failed: RuntimeError: CUDA error: an illegal memory access "
+                           "was encountered")
+    assert all(f.measured is None for f in check.figures)
