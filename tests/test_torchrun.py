@@ -85,7 +85,8 @@ def test_the_report_has_a_fleet_section(launched: tuple[Path, subprocess.Complet
 def test_a_killed_rank_leaves_the_others_results_and_a_message(tmp_path: Path) -> None:
     proc = torchrun([*SWEEP, "--ops", "matmul", "--sizes", "16,24,37", "--out", "res/"], tmp_path,
                     BENCH_SUITE_BACKEND_PLUGINS=rank_faults.PLUGIN,
-                    **{rank_faults.RANK_ENV: "1", rank_faults.SIZE_ENV: "37"})
+                    **{rank_faults.RANK_ENV: "1", rank_faults.SIZE_ENV: "37",
+                       rank_faults.AFTER_ENV: str(tmp_path / "res" / "*" / "rank0.json*")})
     assert proc.returncode != 0  # torchrun reports the dead rank
     doc = run_set(tmp_path / "res")
     ranks = {r["rank"]: r for r in doc["ranks"]}
