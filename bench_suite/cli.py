@@ -73,7 +73,8 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sweep")
     g.add_argument("--preset", default="quick", help=f"one of {', '.join(cases_mod.PRESETS)} (default: quick)")
     g.add_argument("--ops", help=f"comma-separated: {', '.join(cases_mod.OPS)}")
-    g.add_argument("--backends", help=f"comma-separated: {', '.join(cases_mod.BACKENDS)}, torch-cuda:N")
+    g.add_argument("--backends", help=f"comma-separated: {', '.join(cases_mod.BACKENDS)}, torch-cuda:N, "
+                   "torch-cuda:all (every visible GPU)")
     g.add_argument("--dtypes", help=f"comma-separated: {', '.join(cases_mod.DTYPES)}")
     g.add_argument("--sizes", help="comma-separated: N (square), MxKxN (matmul) or MxN (hadamard)")
     g.add_argument("--threads", help="comma-separated thread counts, or 'all' (every usable core)")
