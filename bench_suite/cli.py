@@ -382,8 +382,12 @@ def _run_rank(args: argparse.Namespace, rank: Any) -> int:
     options = _run_options(args, preset)
     config = {"preset": args.preset, "argv": args.argv, "cases": len(cases),
               "gpu_options": dataclasses.asdict(options.gpu), "distributed": {"cpu_share": cpus}}
-    measure = None
-    if args.isolate:
+    measure = rounds = None
+    if args.rounds > 1:  # each round in fresh processes, on this rank's device and cores
+        from bench_suite.isolation import plan_rounds
+
+        rounds = plan_rounds(options, args.rounds, args.isolate, args.case_timeout, args.seed)
+    elif args.isolate:
         from bench_suite.isolation import IsolatedMeasure
 
         measure = IsolatedMeasure(options, args.case_timeout)
@@ -392,7 +396,7 @@ def _run_rank(args: argparse.Namespace, rank: Any) -> int:
     with progress or contextlib.nullcontext():
         outcome = distributed.run_rank(
             rank, cases, args.out, options, args.machine, config, progress, measure,
-            gather_timeout_s=args.gather_timeout, join_timeout_s=args.join_timeout)
+            gather_timeout_s=args.gather_timeout, join_timeout_s=args.join_timeout, rounds=rounds)
     if outcome.publish_problem:
         print(f"rank {rank.rank}: {outcome.publish_problem}; every measurement is in "
               f"{outcome.run.path}", file=sys.stderr)

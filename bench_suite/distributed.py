@@ -389,7 +389,7 @@ def _read_rank(store: Store, r: int, silent: str) -> tuple[Run | None, RankStatu
         finished = done.get("finished_at", "")
         doc = dict(header, measurements=body, complete=done.get("complete") is True,
                    finished_at=finished if isinstance(finished, str) else "")
-        run = run_from_dict(doc, where, path)
+        run = run_from_dict(doc, where, path, merge=True)  # the rounds of a case, as a journal
     except BenchSuiteError as exc:
         return None, RankStatus(r, "", "lost", 0, path, f"sent unreadable results: {exc}"[:300])
     host = _host_of(run)
@@ -469,6 +469,7 @@ def run_rank(
     store_factory: Callable[[RankContext, float], Store] = connect_store,
     backend_for: Callable[[str], Backend] = get_backend,
     host: str | None = None,
+    rounds: runner.Rounds | None = None,
 ) -> RankOutcome:
     """This rank's sweep, saved in its own file and sent to rank 0; on rank 0, the run set.
 
@@ -486,7 +487,7 @@ def run_rank(
         gathered_path = runner.resolve_out(out, machine, run_id)
         own_path = rank_path(gathered_path, ctx.rank)
         given = (config or {}).get("distributed")
-        cfg = {**(config or {}), "run_set": run_id,
+        cfg = {**(config or {}), **(rounds.config() if rounds is not None else {}), "run_set": run_id,
                "distributed": {**ctx.to_config(host), **(given if isinstance(given, Mapping) else {})}}
         publisher = Publisher(store, ctx.rank)
         try:
@@ -504,7 +505,7 @@ def run_rank(
         with beat:
             try:
                 run = runner.finish_sweep(_PublishingWriter(writer, publisher),  # type: ignore[arg-type]
-                                          cases, options, progress, backend_for, measure_case)
+                                          cases, options, progress, backend_for, measure_case, rounds)
             except runner.RunInterrupted as saved:
                 run, interrupted = saved.run, True
             finally:

@@ -52,8 +52,9 @@ def run_set(folder: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     tmp = tmp_path_factory.mktemp("torchrun")
-    proc = torchrun([*SWEEP, "--ops", "matmul,hadamard", "--sizes", "16,32", "--out", "res/",
-                     "--report", "rep"], tmp)
+    # two rounds: each rank measures each round in a fresh worker, on its own cores
+    proc = torchrun([*SWEEP, "--ops", "matmul,hadamard", "--sizes", "16,32", "--rounds", "2",
+                     "--out", "res/", "--report", "rep"], tmp)
     return tmp, proc
 
 
@@ -68,6 +69,8 @@ def test_two_ranks_give_one_result_set(launched: tuple[Path, subprocess.Complete
     assert len(df) == 8 and (df["status"] == "ok").all()
     assert sorted(df["rank"].unique()) == [0, 1] and sorted(df["device_index"].unique()) == [0, 1]
     assert df["host"].nunique() == 1 and df["host"].iloc[0] == socket.gethostname()
+    # the rounds of each case, sent one by one, merged as in a run file
+    assert {len(m["rounds"]) for r in doc["runs"] for m in r["measurements"]} == {2}
     shares = [r["config"]["distributed"]["cpu_share"] for r in doc["runs"]]
     if len(os.sched_getaffinity(0)) >= 2:  # each rank pinned to its own cores
         assert all(s["pinned"] for s in shares)
@@ -83,7 +86,9 @@ def test_the_report_has_a_fleet_section(launched: tuple[Path, subprocess.Complet
 
 
 def test_a_killed_rank_leaves_the_others_results_and_a_message(tmp_path: Path) -> None:
-    proc = torchrun([*SWEEP, "--ops", "matmul", "--sizes", "16,24,37", "--out", "res/"], tmp_path,
+    # one round, in the rank's own process: the fault kills the rank, not a round's worker
+    proc = torchrun([*SWEEP, "--ops", "matmul", "--sizes", "16,24,37", "--rounds", "1", "--out", "res/"],
+                    tmp_path,
                     BENCH_SUITE_BACKEND_PLUGINS=rank_faults.PLUGIN,
                     **{rank_faults.RANK_ENV: "1", rank_faults.SIZE_ENV: "37",
                        rank_faults.AFTER_ENV: str(tmp_path / "res" / "*" / "rank0.json*")})
@@ -132,7 +137,7 @@ def test_concurrent_runs_one_process_per_gpu(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench_suite", "run", "--concurrent", "--backends", "torch-cuda:all",
          "--ops", "matmul", "--sizes", "16", "--grad-modes", "no_grad", "--time-budget", "0.03",
-         "--min-samples", "3", "--target", "0.5", "--quiet", "--out", "res/"],
+         "--min-samples", "3", "--target", "0.5", "--rounds", "1", "--quiet", "--out", "res/"],
         cwd=tmp_path, env=_env(BENCH_SUITE_BACKEND_PLUGINS=fake_gpu_node.PLUGIN),
         capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
