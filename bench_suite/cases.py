@@ -39,6 +39,8 @@ GRAD_MODES: tuple[str, ...] = ("no_grad", "grad")
 MAX_DIM = 1 << 20
 
 _CUDA_RE = re.compile(r"^torch-cuda(?::(\d{1,3}))?$")
+#: ``--backends torch-cuda:all``: one backend per visible GPU (``backends.expand_devices``).
+ALL_CUDA = "torch-cuda:all"
 
 
 def op_family(op: str) -> str:
@@ -64,6 +66,9 @@ def cuda_index(backend: str) -> int:
 def validate_backend(name: str) -> str:
     if name in BACKENDS or is_cuda_backend(name):
         return name
+    if name == ALL_CUDA:
+        raise UsageError(f"{ALL_CUDA} is expanded by the command line into one backend per visible "
+                         "GPU; here, name the devices (torch-cuda:0,torch-cuda:1,...)")
     raise UsageError(
         f"unknown backend {name!r}; valid: {', '.join(BACKENDS)} (or torch-cuda:N for card N)"
     )
@@ -354,8 +359,12 @@ def parse_names(text: str, valid: Sequence[str], what: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def parse_backends(text: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(validate_backend(b) for b in _items(text, "backend")))
+def parse_backends(text: str, allow_all: bool = False) -> tuple[str, ...]:
+    """Backend names; with ``allow_all``, ``torch-cuda:all`` too, for the caller to expand into
+    one backend per visible device (``backends.expand_devices``)."""
+    return tuple(dict.fromkeys(
+        b if allow_all and b == ALL_CUDA else validate_backend(b) for b in _items(text, "backend")
+    ))
 
 
 def parse_sizes(text: str) -> tuple[Size, ...]:

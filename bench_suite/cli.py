@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -75,7 +76,8 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sweep")
     g.add_argument("--preset", default="quick", help=f"one of {', '.join(cases_mod.PRESETS)} (default: quick)")
     g.add_argument("--ops", help=f"comma-separated: {', '.join(cases_mod.OPS)}")
-    g.add_argument("--backends", help=f"comma-separated: {', '.join(cases_mod.BACKENDS)}, torch-cuda:N")
+    g.add_argument("--backends", help=f"comma-separated: {', '.join(cases_mod.BACKENDS)}, torch-cuda:N, "
+                   "torch-cuda:all (every visible GPU)")
     g.add_argument("--dtypes", help=f"comma-separated: {', '.join(cases_mod.DTYPES)}")
     g.add_argument("--sizes", help="comma-separated: N (square), MxKxN (matmul) or MxN (hadamard)")
     g.add_argument("--threads", help="comma-separated thread counts, or 'all' (every usable core)")
@@ -125,6 +127,19 @@ def create_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="FILE",
                    help="continue an interrupted run (its .json, or the .json.journal of a killed "
                    "run) with its saved sweep and settings; finished cases are not run again")
+    g = p.add_argument_group(
+        "many devices", "torch-cuda:all gives every visible GPU its own cases. Under torchrun or "
+        "srun each rank measures its own GPU (or its share of the cores) and rank 0 gathers the "
+        "results into one run set")
+    g.add_argument("--concurrent", action="store_true",
+                   help="one process per GPU named by --backends (e.g. torch-cuda:all), all at "
+                   "once, as a busy node runs (shared power and cooling); gathered like torchrun")
+    g.add_argument("--gather-timeout", type=_positive_float, default=3600.0, metavar="SECONDS",
+                   help="ranks: how long rank 0 waits for slower ranks after its own sweep "
+                   "(default 3600); a rank silent for 60 s is given up at once")
+    g.add_argument("--join-timeout", type=_positive_float, default=300.0, metavar="SECONDS",
+                   help="ranks: how long they wait for each other at the start; a rank still "
+                   "missing then is a bad launch (exit 2) (default 300)")
     g = p.add_argument_group("GPU timing (harmless without a GPU)")
     g.add_argument("--cold-cache", action="store_true",
                    help="flush the caches (GPU L2, CPU last level) before every call, outside the "
@@ -249,6 +264,28 @@ def create_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_peaks)
 
     p = sub.add_parser(
+        "doctor", help="is this device normal? a short probe against healthy devices of its model",
+        description="Per device (under ~30 s each): the peaks of `bench-suite peaks` (best matmul, "
+        "large copy) with the state that explains a slow device (GPU: clocks, power limit, "
+        "throttle reasons, ECC, PCIe link, other processes, from NVML; CPU: governor, load "
+        "from other processes, BLAS kernel), each figure as a percentage of what healthy "
+        "devices of the same model reach (a table shipped with bench-suite, a source for every "
+        "entry), and a verdict per device with the likeliest cause. Exit status: 0 every "
+        "device normal (or of a model with no reference), 1 a device below normal, 2 bad input.",
+    )
+    p.add_argument("--backends", help="numpy (the CPU), torch-cuda[:N] or torch-cuda:all "
+                   "(default: the CPU and every visible GPU)")
+    p.add_argument("--json", action="store_true", help="the whole report as JSON on stdout")
+    p.add_argument("--reference", metavar="FILE",
+                   help="a peaks.json of a healthy device (its figures become the reference for "
+                   "devices of its name), or a reference table of your own")
+    p.add_argument("--time-budget", type=_positive_float, default=0.25,
+                   help="seconds per matmul size and per copy (default 0.25)")
+    p.add_argument("--machine", help="machine name (default: host name)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser(
         "profile", help="profile one case: torch.profiler trace and top operators, or cProfile",
         description="Run one case (verified first) under torch.profiler (CPU, and CUDA activity "
         "on a GPU): writes a Chrome trace (open in chrome://tracing or Perfetto) and prints the "
@@ -274,11 +311,13 @@ def _version() -> str:
         return "(not installed)"
 
 
-def sweep_from_args(args: argparse.Namespace) -> tuple[cases_mod.Preset, list[cases_mod.Case]]:
+def sweep_from_args(args: argparse.Namespace, rank: Any = None) -> tuple[cases_mod.Preset, list[cases_mod.Case]]:
+    """The preset and the cases the arguments select. ``rank``: a ``launch.RankContext``,
+    whose CUDA backends become the rank's own GPU."""
     preset = cases_mod.get_preset(args.preset)
     sweep = preset.sweep.with_filters(
         ops=cases_mod.parse_names(args.ops, cases_mod.OPS, "op") if args.ops else None,
-        backends=cases_mod.parse_backends(args.backends) if args.backends else None,
+        backends=_backends(args.backends, preset, rank),
         dtypes=cases_mod.parse_names(args.dtypes, cases_mod.DTYPES, "dtype") if args.dtypes else None,
         sizes=cases_mod.parse_sizes(args.sizes) if args.sizes else None,
         threads=cases_mod.parse_threads(args.threads) if args.threads else None,
@@ -288,16 +327,33 @@ def sweep_from_args(args: argparse.Namespace) -> tuple[cases_mod.Preset, list[ca
     return preset, sweep.expand()
 
 
+def _backends(text: str | None, preset: cases_mod.Preset, rank: Any) -> tuple[str, ...] | None:
+    from bench_suite import backends, launch
+
+    names = cases_mod.parse_backends(text, allow_all=True) if text else None
+    if rank is not None:
+        return launch.localize_backends(names or preset.sweep.backends, rank, backends.device_count)
+    return backends.expand_devices(names) if names else None
+
+
 # --- commands -----------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench_suite import env as env_mod
-    from bench_suite import runner
+    from bench_suite import launch, runner
     from bench_suite.timing import TimingConfig
 
     if args.case_timeout is not None and not args.isolate and not args.resume:
         raise UsageError("--case-timeout needs --isolate")
+    rank = launch.from_environment()  # torchrun, srun or --concurrent: one line on a bad launch
+    if rank is not None and rank.world_size > 1:
+        if args.resume:
+            raise UsageError("--resume continues one process's run: under a launcher, start the "
+                             "launch again (each rank's own file keeps what it measured)")
+        return _run_rank(args, rank)
+    if args.concurrent:
+        return _run_concurrent(args)
     if args.resume:
         return _resume(args)
     preset, cases = sweep_from_args(args)
@@ -326,6 +382,132 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _measure_and_print(
         args, lambda progress: runner.run_sweep(cases, path, options, machine, config, progress,
                                                 measure_case=measure, rounds=rounds))
+
+
+def _run_options(args: argparse.Namespace, preset: cases_mod.Preset) -> Any:
+    from bench_suite import runner
+    from bench_suite.timing import TimingConfig
+
+    timing = TimingConfig(target_rel_ci=args.target, min_samples=args.min_samples,
+                          time_budget_s=args.time_budget or preset.time_budget_s)
+    return runner.RunOptions(seed=args.seed, timing=timing, gpu=_gpu_options(args))
+
+
+def _run_rank(args: argparse.Namespace, rank: Any) -> int:
+    """One rank of a torchrun/srun/--concurrent launch: its own device and cores, its own
+    file; rank 0 gathers the run set and prints it."""
+    from bench_suite import distributed, launch
+
+    cpus = launch.assign_cpu_share(rank)  # before the sweep: "threads=all" is the rank's share
+    preset, cases = sweep_from_args(args, rank)
+    options = _run_options(args, preset)
+    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases),
+              "gpu_options": dataclasses.asdict(options.gpu), "distributed": {"cpu_share": cpus}}
+    measure = rounds = None
+    if args.rounds > 1:  # each round in fresh processes, on this rank's device and cores
+        from bench_suite.isolation import plan_rounds
+
+        rounds = plan_rounds(options, args.rounds, args.isolate, args.case_timeout, args.seed)
+    elif args.isolate:
+        from bench_suite.isolation import IsolatedMeasure
+
+        measure = IsolatedMeasure(options, args.case_timeout)
+        config.update(measure.config())
+    progress = None if args.quiet or rank.rank != 0 else _RichProgress()
+    with progress or contextlib.nullcontext():
+        outcome = distributed.run_rank(
+            rank, cases, args.out, options, args.machine, config, progress, measure,
+            gather_timeout_s=args.gather_timeout, join_timeout_s=args.join_timeout, rounds=rounds)
+    if outcome.publish_problem:
+        print(f"rank {rank.rank}: {outcome.publish_problem}; every measurement is in "
+              f"{outcome.run.path}", file=sys.stderr)
+    if outcome.runset is None:
+        print(f"rank {rank.rank}: saved {len(outcome.run.measurements)} measurements to "
+              f"{outcome.run.path}" + (" (interrupted)" if outcome.interrupted else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED if outcome.interrupted else (1 if outcome.publish_problem else EXIT_OK)
+    rs = outcome.runset
+    _print_runset(rs)
+    if args.report:
+        _write_report(list(rs.runs), Path(args.report), args.argv)
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return 1 if rs.missing else EXIT_OK
+
+
+def _run_concurrent(args: argparse.Namespace) -> int:
+    from bench_suite import backends, launch, runner
+    from bench_suite.cases import is_cuda_backend
+
+    if args.resume:
+        raise UsageError("--concurrent starts a new run: it cannot --resume one")
+    if not args.backends:
+        raise UsageError("--concurrent runs one process per GPU: name them with --backends "
+                         "(e.g. torch-cuda:all)")
+    names = backends.expand_devices(cases_mod.parse_backends(args.backends, allow_all=True))
+    cpu = [b for b in names if not is_cuda_backend(b)]
+    if cpu:
+        raise UsageError(f"--concurrent runs one process per GPU: drop {', '.join(cpu)} from "
+                         "--backends (run CPU backends without --concurrent)")
+    if backends.device_count("torch-cuda") == 0:
+        raise UsageError("--concurrent: no GPU is visible (CUDA_VISIBLE_DEVICES, a CUDA build "
+                         "of torch?)")
+    devices = launch.cuda_devices(names)
+    print(f"concurrent: {len(devices)} processes, one per GPU ({', '.join(map(str, devices))})",
+          file=sys.stderr)
+    result = launch.run_concurrent(args.argv, devices, runner.new_run_id())
+    for r, rc in enumerate(result.exit_codes):
+        if rc != 0:
+            print(f"concurrent: rank {r} (GPU {devices[r]}) {_describe_rc(rc)}", file=sys.stderr)
+    codes = [rc if rc >= 0 else 1 for rc in result.exit_codes]
+    return max(codes) if codes else EXIT_OK
+
+
+def _describe_rc(rc: int) -> str:
+    if rc >= 0:
+        return f"exited with status {rc}"
+    import signal
+
+    try:
+        return f"was killed by {signal.Signals(-rc).name}"
+    except ValueError:
+        return f"was killed by signal {-rc}"
+
+
+def _print_runset(rs: Any) -> None:
+    from rich.table import Table
+
+    from bench_suite.report import fleet
+    from bench_suite.results import to_frame
+
+    console = _stdout_console()
+    t = Table(title=f"run set {rs.run_id}: {rs.world_size} ranks ({rs.launcher})", title_justify="left")
+    for col in ("rank", "host", "devices", "status", "ok / skipped / failed", "file"):
+        t.add_column(col, justify="right" if col == "rank" else "left")
+    runs = {r.config.get("distributed", {}).get("rank"): r for r in rs.runs}
+    for st in rs.ranks:
+        run = runs.get(st.rank)
+        devs, counts = "-", "-"
+        if run is not None:
+            devs = ", ".join(dict.fromkeys(m.case.backend for m in run.measurements)) or "-"
+            counts = " / ".join(str(sum(m.status == s for m in run.measurements))
+                                for s in ("ok", "skipped", "failed"))
+        t.add_row(str(st.rank), st.host or "?", devs, st.status, counts, st.path)
+    console.print(t)
+    frame = to_frame(rs.runs)
+    summary = fleet.device_summary(fleet.fleet_table(frame))
+    if not summary.empty:
+        f = Table(title="devices against the fleet median", title_justify="left")
+        for col in ("device", "model", "cases", "median % of fleet", "slowest case", "flag"):
+            f.add_column(col, justify="right" if col in ("cases", "median % of fleet") else "left")
+        for r in summary.itertuples(index=False):
+            f.add_row(r.device_label, r.model, str(r.cases), f"{r.median_rel:.1%}",
+                      f"{r.slowest_case} ({r.min_rel:.1%})",
+                      "straggler" if r.straggler else "")
+        console.print(f)
+    for st in rs.missing:
+        print(f"{'missing' if st.status == 'lost' else 'incomplete'}: {st.describe()}", file=sys.stderr)
+    print(f"\nsaved a run set of {len(rs.runs)} of {rs.world_size} ranks "
+          f"({sum(len(r.measurements) for r in rs.runs)} measurements) to {rs.path}")
 
 
 #: ``run`` options that define a sweep or its settings: a resumed run keeps its saved ones.
@@ -537,8 +719,10 @@ def _gpu_options(args: argparse.Namespace) -> Any:
 def cmd_peaks(args: argparse.Namespace) -> int:
     from bench_suite import env as env_mod
     from bench_suite import peaks, roofline
+    from bench_suite.backends import expand_devices
 
-    backends = cases_mod.parse_backends(args.backends) if args.backends else peaks.default_backends()
+    backends = (expand_devices(cases_mod.parse_backends(args.backends, allow_all=True))
+                if args.backends else peaks.default_backends())
     config = peaks.PeaksConfig(
         sizes=_square_sizes(args.sizes) if args.sizes else None,
         dtypes=cases_mod.parse_names(args.dtypes, cases_mod.DTYPES, "dtype") if args.dtypes else None,
@@ -595,6 +779,97 @@ def _print_peaks(table: Any, result: Any) -> None:
     console.print(t)
     for note in result.config.get("notes", []):
         console.print(f"not measured: {note}")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bench_suite import backends, doctor
+
+    names = (backends.expand_devices(cases_mod.parse_backends(args.backends, allow_all=True))
+             if args.backends else doctor.default_backends())
+    doctor.check_backends(names)
+    table = doctor.load_reference(args.reference)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    report = doctor.run_doctor(names, doctor.DoctorConfig(time_budget_s=args.time_budget), table,
+                               args.machine, _silent if args.quiet else progress)
+    if args.json:
+        print(doctor.as_json(report))
+    else:
+        _print_doctor(report)
+    return report.exit_status
+
+
+def _fmt_per_s(value: float | None, unit: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    if unit == "FLOP/s":
+        return f"{value / 1e12:,.1f} TFLOP/s" if value >= 1e12 else f"{value / 1e9:,.1f} GFLOP/s"
+    return f"{value / 1e12:,.2f} TB/s" if value >= 1e12 else f"{value / 1e9:,.1f} GB/s"
+
+
+def _print_doctor(report: Any) -> None:
+    from rich.table import Table
+
+    console = _stdout_console()
+    for d in report.devices:
+        ref = f" (reference: {d.reference_title})" if d.reference_title else " (unknown model)"
+        t = Table(title=f"{d.device} {d.model}{ref}", title_justify="left")
+        for col in ("figure", "measured", "reference", "% of reference", "normal from"):
+            t.add_column(col, justify="left" if col == "figure" else "right")
+        for f in d.figures:
+            pct = f.pct
+            t.add_row(f.label, _fmt_per_s(f.measured, f.unit), _fmt_per_s(f.reference, f.unit),
+                      "-" if pct != pct else f"{pct:.0f}%" + (" (low)" if f.low else ""),
+                      f"{f.normal_at_least:.0%}" if f.reference else "-")
+        console.print(t)
+        for line in _state_lines(d):
+            console.print(f"  {line}", highlight=False, markup=False)
+        for x in d.findings:
+            console.print(f"  {'fault' if x.fault else 'note'}: {x.text}", highlight=False, markup=False)
+        verdict = d.verdict + (f": {d.cause}" if d.cause else "")
+        console.print(f"  verdict: {verdict}  ({d.seconds:.1f} s)", highlight=False, markup=False)
+        if d.advice:
+            console.print(f"  {d.advice}", highlight=False, markup=False)
+        console.print()
+    below = sum(d.verdict == "below normal" for d in report.devices)
+    print(f"{len(report.devices)} device{'s' * (len(report.devices) != 1)} checked: "
+          f"{below} below normal" if below else
+          f"{len(report.devices)} device{'s' * (len(report.devices) != 1)} checked: none below normal")
+
+
+def _state_lines(d: Any) -> list[str]:
+    s = d.state
+    if d.device == "cpu":
+        load = s.get("load") or {}
+        blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} {b.get('architecture') or ''}".strip()
+                         for b in s.get("blas") or () if b.get("user_api") == "blas") or "none found"
+        other, steal = load.get("other_cores"), load.get("steal_cores")
+        parts = [f"governor {s.get('governor') or 'n/a (no cpufreq)'}",
+                 f"other processes {'-' if other is None else f'{other:.2f}'} of {load.get('cores')} cores"
+                 + (f", steal {steal:.2f}" if steal else ""),
+                 f"load average {s.get('load_average_1m')}", f"BLAS {blas}"]
+        return ["state: " + "; ".join(parts)]
+    if not s.get("available"):
+        return [f"state: {s.get('reason', 'not read')}"]
+    load = s.get("load") or {}
+
+    def mhz(v: Any) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    reasons = ", ".join(f"{k} {v:.0%}" for k, v in (load.get("reasons") or {}).items()) or "none"
+    procs = [p for p in s.get("processes") or () if not p.get("own")]
+    return [
+        f"clocks under load: SM {mhz(load.get('sm_clock_mhz'))} of {mhz(s.get('max_sm_clock_mhz'))} MHz, "
+        f"memory {mhz(load.get('mem_clock_mhz'))} of {mhz(s.get('max_mem_clock_mhz'))} MHz; "
+        f"power limit {mhz(s.get('power_limit_w'))} W (default {mhz(s.get('default_power_limit_w'))} W), "
+        f"peak draw {mhz(load.get('max_power_w'))} W, {mhz(load.get('max_temp_c'))} °C",
+        f"clock-event reasons under load: {reasons}; PCIe Gen{mhz(load.get('pcie_gen'))} "
+        f"x{mhz(load.get('pcie_width'))} of Gen{mhz(s.get('pcie_max_gen'))} x{mhz(s.get('pcie_max_width'))}; "
+        f"ECC uncorrected {mhz(s.get('ecc_uncorrected_volatile'))}, corrected "
+        f"{mhz(s.get('ecc_corrected_volatile'))}; other processes: {len(procs)}",
+    ]
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

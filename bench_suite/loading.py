@@ -15,6 +15,7 @@ from bench_suite.errors import ResultsFileError
 from bench_suite.noise import is_noise_file
 from bench_suite.results import JOURNAL_SUFFIX, Run
 from bench_suite.roofline import is_peaks_file
+from bench_suite.runset import dedupe
 
 
 def _expand(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[Path]:
@@ -51,7 +52,8 @@ def load_runs(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) 
     from bench_suite.sources import read_results_file
 
     files = _expand(paths)
-    runs = [run for f in files for run in read_results_file(f)]
+    # a run set and the ranks' own files beside it hold the same runs: each is read once
+    runs = dedupe([run for f in files for run in read_results_file(f)])
     if not runs:  # only asv's benchmarks.json / machine.json: lists, not results
         raise ResultsFileError(f"{files[0]}: no results in it (asv's benchmarks.json and machine.json "
                                "list benchmarks and machines; give the results folder)")

@@ -666,7 +666,7 @@ COLUMNS: tuple[str, ...] = (
     "number", "rel_ci", "noisy", "converged", "flops", "bytes", "intensity", "gflops", "gbps",
     "rel_error", "tolerance", "peak_mem_bytes", "wall_s", "commit", "created_at",
     "throttled", "power_capped", "launch_bound", "rounds", "contention", "contended", "retaken",
-    "bimodal",
+    "bimodal", "rank", "host", "device_index",
 )
 
 
@@ -728,7 +728,30 @@ def _row(run: Run, m: Measurement) -> dict[str, Any]:
         "contended": m.contended,
         "retaken": sum(r.retaken for r in m.rounds),
         "bimodal": bool(ok and m.bimodal),
+        **_placement(run, c.backend),
     }
+
+
+def _placement(run: Run, backend: str) -> dict[str, Any]:
+    """Where a measurement ran, for fleets: ``rank`` in a torchrun/srun launch (else None),
+    ``host`` (the host name the run recorded) and ``device_index``: the CUDA index for a GPU
+    case; for a CPU case of a launch, the rank's local index (its share of the host's cores)."""
+    dist = lookup(run.config, "distributed")
+    rank, local = lookup(dist, "rank"), lookup(dist, "local_rank")
+    host = lookup(dist, "host") or lookup(run.env, "hostname")
+    if is_cuda_backend(backend):
+        index: Any = _cuda_index(backend)
+    else:
+        index = local
+    return {
+        "rank": rank if _count(rank) else None,
+        "host": host if isinstance(host, str) else "",
+        "device_index": index if _count(index) else None,
+    }
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 31
 
 
 def _rate(work: int, seconds: float) -> float:
@@ -774,7 +797,8 @@ def to_frame(runs: Iterable[Run]) -> pd.DataFrame:
 
     rows = [_row(run, m) for run in runs for m in run.measurements]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    for col in ("k", "threads", "peak_mem_bytes", "m", "n", "n_samples", "number", "rounds", "retaken"):
+    for col in ("k", "threads", "peak_mem_bytes", "m", "n", "n_samples", "number", "rounds", "retaken",
+                "rank", "device_index"):
         # from the Python ints, not through float64: exact above 2**53, no overflow near 2**63
         frame[col] = pd.array([row[col] for row in rows], dtype="Int64")
     for col in ("noisy", "converged", "contended", "bimodal"):

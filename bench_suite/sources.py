@@ -51,6 +51,7 @@ from bench_suite.results import (
     read_text,
     run_from_dict,
 )
+from bench_suite.runset import is_runset, read_runset
 
 #: asv's benchmark method that times the op (see bench_suite.asv_adapter).
 ASV_TIME_METHOD = "time_op"
@@ -113,6 +114,8 @@ def read_results_file(path: str | Path) -> list[Run]:
         if detect(data) != "asv-result":
             raise strict from None
     kind = detect(data)
+    if kind == "bench-suite" and is_runset(data):  # the gathered runs of several ranks
+        return read_runset(data, where, where)
     if kind == "bench-suite":
         return [run_from_dict(data, where, where)]
     if kind == "asv-result":

@@ -7,10 +7,11 @@ import os
 from collections.abc import Callable
 
 from bench_suite.backends.base import Availability, Backend, Prepared
-from bench_suite.cases import is_cuda_backend, validate_backend
+from bench_suite.cases import ALL_CUDA, is_cuda_backend, validate_backend
 from bench_suite.errors import UsageError
 
-__all__ = ["FACTORIES", "Availability", "Backend", "Prepared", "get_backend"]
+__all__ = ["DEVICE_COUNTERS", "FACTORIES", "Availability", "Backend", "Prepared", "device_count",
+           "expand_devices", "get_backend"]
 
 
 def _numpy() -> Backend:
@@ -64,3 +65,42 @@ def get_backend(name: str) -> Backend:
     validate_backend(name)
     load_plugins()
     return FACTORIES["torch-cuda" if is_cuda_backend(name) else name](name)
+
+
+# --- every device of a node -----------------------------------------------------------------
+
+
+def _torch_cuda_count() -> int:
+    from bench_suite.backends.torch_backend import torch_installed
+
+    if not torch_installed():
+        return 0
+    import torch
+
+    # counts the visible devices (CUDA_VISIBLE_DEVICES) without creating a context on any
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+#: family -> how many devices of it this process sees. Tests and plugins (a fake GPU node)
+#: replace the entry, as they replace FACTORIES.
+DEVICE_COUNTERS: dict[str, Callable[[], int]] = {"torch-cuda": _torch_cuda_count}
+
+
+def device_count(family: str = "torch-cuda") -> int:
+    """Visible devices of ``family`` (CUDA: those ``CUDA_VISIBLE_DEVICES`` leaves)."""
+    load_plugins()
+    return DEVICE_COUNTERS[family]()
+
+
+def expand_devices(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``torch-cuda:all`` -> ``torch-cuda:0`` ... ``torch-cuda:N-1``, one per visible device,
+    each with its own cases; other names unchanged. With no GPU visible it stays one
+    ``torch-cuda``, whose cases are recorded as skipped ("no CUDA"), never silently dropped."""
+    out: list[str] = []
+    for name in names:
+        if name == ALL_CUDA:
+            count = device_count("torch-cuda")
+            out += [f"torch-cuda:{i}" for i in range(count)] if count else ["torch-cuda"]
+        else:
+            out.append(validate_backend(name))
+    return tuple(dict.fromkeys(out))

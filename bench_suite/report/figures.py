@@ -53,7 +53,7 @@ class FigureSpec:
 
 _REGISTRY: list[FigureSpec] = []
 #: Modules that register figures of their own when imported (optional: absent is fine).
-PLUGINS: tuple[str, ...] = ("bench_suite.report.roofline_plot",)
+PLUGINS: tuple[str, ...] = ("bench_suite.report.roofline_plot", "bench_suite.report.fleet")
 _plugins_loaded = False
 
 

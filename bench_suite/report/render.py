@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench_suite.env import lookup
 from bench_suite.errors import OutputError
-from bench_suite.report import tables
+from bench_suite.report import fleet, tables
 from bench_suite.report.escape import html_text, md_cell, md_text
 from bench_suite.report.format import fmt_rate, fmt_ratio, fmt_time
 from bench_suite.results import Run, atomic_write_text, to_frame
@@ -127,7 +127,9 @@ def build_report(runs: Sequence[Run], command: str | None = None, with_figures: 
         "problems": tables.problem_groups(frame),
         "headline": tables.headline(frame),
         "peaks": tables.peaks(frame),
+        "fleet": fleet.fleet_table(frame),
     }
+    computed["fleet_devices"] = fleet.device_summary(computed["fleet"])
     rendered: tuple[RenderedFigure, ...] = ()
     if with_figures and len(frame):
         from bench_suite.report import figures
@@ -433,6 +435,50 @@ def _peaks_section(rep: Report) -> Section | None:
     return Section("peaks", "Device peaks", tables=(table,), priority=6)
 
 
+def _fleet_section(rep: Report) -> Section | None:
+    """Each device against the median of its fleet (devices of one model, same case)."""
+    f, d = rep.tables["fleet"], rep.tables["fleet_devices"]
+    if f.empty:
+        return None
+    flagged = fleet.stragglers_text(d)
+    models = d["model"].nunique()
+    intro = (f"{len(d)} devices{f' of {models} models' if models > 1 else ''}, each against the "
+             "median of the devices of its model on the same case. ")
+    intro += (f"More than {fleet.STRAGGLER_BELOW:.0%} below the fleet median: {flagged}."
+              if flagged else f"No device is more than {fleet.STRAGGLER_BELOW:.0%} below the fleet median.")
+    rows = tuple(
+        (Cell(str(r.host), left=True), Cell(str(r.device) + ("" if _isna(r.device_index) or r.device != "cpu"
+                                                              else f"#{int(r.device_index)}"), left=True),
+         Cell(str(r.model), left=True), Cell(str(r.cases)), Cell(_pct(r.median_rel)),
+         Cell(f"{r.slowest_case} ({_pct(r.min_rel)})", left=True),
+         Cell(f"straggler: {_pct(1 - r.median_rel)} below" if r.straggler else "", left=True,
+              noisy=bool(r.straggler)))
+        for r in d.itertuples(index=False)
+    )
+    devices = DisplayTable(
+        "Devices", ("host", "device", "model", "cases", "median % of fleet", "slowest case", "flag"),
+        rows, f"Median % of fleet: the median over the device's cases of its rate / the fleet's "
+        f"median rate on that case. Flagged: more than {fleet.STRAGGLER_BELOW:.0%} below.", 3)
+    shown = fleet.case_columns(f)
+    by_cell = {(r.device_label, r.case): r for r in f.itertuples(index=False)}
+    case_rows = []
+    for r in d.itertuples(index=False):
+        cells = []
+        for case in shown:
+            c = by_cell.get((r.device_label, case))
+            cells.append(Cell("-") if c is None else Cell(
+                f"{fmt_rate(c.rate, c.rate_unit)} · {_pct(c.rel)}", bool(c.below),
+                f"fleet median {fmt_rate(c.fleet_median, c.rate_unit)} over {c.devices_in_fleet} devices"))
+        case_rows.append((Cell(str(r.device_label), left=True), *cells))
+    more = f.groupby("case").ngroups - len(shown)
+    per_case = DisplayTable(
+        "Per case", ("device", *shown), tuple(case_rows),
+        "Rate · % of the fleet median, per case" + (f" (the {len(shown)} cases with the widest "
+                                                   f"spread; {more} more in results.csv)" if more > 0 else "")
+        + ". Highlighted: more than 5% below.", 1)
+    return Section("fleet", "Fleet", intro=intro, tables=(devices, per_case), priority=2)
+
+
 def _noisy_section(rep: Report) -> Section:
     n = rep.tables["noisy"]
     if n.empty:
@@ -558,6 +604,7 @@ def sections(rep: Report) -> list[Section]:
         Section("figures", "Figures", figures=True, priority=6),
         *_op_sections(rep),
         _autograd_section(rep),
+        _fleet_section(rep),
         _peaks_section(rep),
         _noisy_section(rep),
         _trust_section(rep),
