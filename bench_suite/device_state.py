@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_suite.gpu_options import REASONS, THROTTLING, nvml_handle, reason_names
+from bench_suite.interference import read_machine_ticks
 
 #: Samples at or above this GPU utilization (percent) count as "under load".
 LOAD_UTILIZATION = 50
@@ -288,24 +289,6 @@ def cpu_frequency_state(cpus: list[int], root: str = "/sys/devices/system/cpu") 
     }
 
 
-def _proc_stat(cpus: set[int], path: str = "/proc/stat") -> tuple[float, float] | None:
-    """(busy, steal) jiffies summed over ``cpus``."""
-    busy = steal = 0.0
-    found = False
-    for line in _read(path).splitlines():
-        name, _, rest = line.partition(" ")
-        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
-            continue
-        f = [float(x) for x in rest.split()]
-        if len(f) < 8:
-            continue
-        # user nice system idle iowait irq softirq steal [guest guest_nice: inside user]
-        busy += f[0] + f[1] + f[2] + f[5] + f[6]
-        steal += f[7]
-        found = True
-    return (busy, steal) if found else None
-
-
 class CpuLoadMeter:
     """CPU time other processes took on this process's cores while the block ran, in cores,
     and the time a hypervisor stole from them (``steal``): what else was competing."""
@@ -317,20 +300,20 @@ class CpuLoadMeter:
         self.result: dict[str, Any] = {}
 
     def __enter__(self) -> CpuLoadMeter:
-        self._t0, self._own0, self._s0 = self.clock(), _own_cpu_s(), _proc_stat(self.cpus, self.stat)
+        self._t0, self._own0 = self.clock(), _own_cpu_s()
+        self._s0 = read_machine_ticks(self.stat, frozenset(self.cpus))
         return self
 
     def __exit__(self, *exc: object) -> None:
         wall = self.clock() - self._t0
         own = _own_cpu_s() - self._own0
-        s1 = _proc_stat(self.cpus, self.stat)
+        s1 = read_machine_ticks(self.stat, frozenset(self.cpus))
         if self._s0 is None or s1 is None or wall <= 0:
             self.result = {"other_cores": None, "steal_cores": None, "wall_s": wall,
                            "cores": len(self.cpus)}
             return
-        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        busy = (s1[0] - self._s0[0]) / hz
-        steal = (s1[1] - self._s0[1]) / hz
+        busy = s1.busy_s - self._s0.busy_s
+        steal = s1.steal_s - self._s0.steal_s
         self.result = {"other_cores": max(0.0, (busy - own) / wall),
                        "steal_cores": max(0.0, steal / wall), "wall_s": wall,
                        "cores": len(self.cpus)}

@@ -8,11 +8,13 @@ Two readings tell them apart, and this module takes both around the timing loop:
   (one ``pread`` per thread), so every sample is judged by it: a sample during which our
   threads waited more than :data:`DISTURBED_WAIT_FRAC` of its wall time was *disturbed* and
   is retaken (within a bound; see ``timing.measure``).
-* **Per case, other processes' CPU time** (``/proc/stat`` for the whole machine, minus this
-  process's own CPU time) and the hypervisor's **steal** time, per wall second of sampling:
-  the ``contention`` figure, in cores. 0 is an idle machine; a busy loop elsewhere reads
-  about 1. ``/proc/stat`` counts in 10 ms ticks, too coarse for one sample but fine over a
-  case's sampling window (tenths of a second and more).
+* **Per case, other processes' CPU time** on the cores this process may run on (``/proc/stat``,
+  per CPU, minus this process's own CPU time) and the hypervisor's **steal** time there, per
+  wall second of sampling: the ``contention`` figure, in cores. 0 is an idle machine; a busy
+  loop elsewhere reads about 1. Only this process's cores count: ranks pinned to other cores
+  of the same node (torchrun on a CPU node) are not contention. ``/proc/stat`` counts in 10 ms
+  ticks, too coarse for one sample but fine over a case's sampling window (tenths of a second
+  and more).
 
 A case is *contended* (:func:`is_contended`) when, after its retakes, other processes and
 steal still took cores that the case's threads needed, or its threads still waited for a core.
@@ -46,25 +48,44 @@ _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 @dataclass(frozen=True)
 class MachineTicks:
-    """The machine's cumulative CPU seconds, from the first line of ``/proc/stat``."""
+    """Cumulative CPU seconds of a set of cores, from their lines of ``/proc/stat``."""
 
     busy_s: float  # user, nice, system, irq, softirq (guest time is inside user)
     steal_s: float
+    cpus: int = 1  # how many cores were summed (each line is truncated to a tick)
 
 
-def read_machine_ticks(path: str = "/proc/stat") -> MachineTicks | None:
+def usable_cpus() -> frozenset[int]:
+    """The cores this process may run on."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return frozenset(range(os.cpu_count() or 1))
+
+
+def read_machine_ticks(path: str = "/proc/stat", cpus: frozenset[int] | None = None) -> MachineTicks | None:
+    """Busy and steal seconds summed over ``cpus`` (default: this process's cores); None
+    where ``/proc/stat`` cannot be read or lists none of them."""
+    cpus = usable_cpus() if cpus is None else cpus
     try:
         with open(path, encoding="ascii") as fh:
-            fields = fh.readline().split()
+            lines = fh.read().splitlines()
     except OSError:
         return None
-    if not fields or fields[0] != "cpu" or len(fields) < 9:
-        return None
-    try:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
-    except ValueError:
-        return None
-    return MachineTicks((user + nice + system + irq + softirq) / _HZ, steal / _HZ)
+    busy = steal = 0
+    found = 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        try:
+            user, nice, system, _idle, _iowait, irq, softirq, st = (int(x) for x in rest.split()[:8])
+        except ValueError:
+            continue
+        busy += user + nice + system + irq + softirq
+        steal += st
+        found += 1
+    return MachineTicks(busy / _HZ, steal / _HZ, found) if found else None
 
 
 class ThreadWait:
@@ -129,6 +150,7 @@ class Interference:
     retaken: int  # disturbed samples thrown away and taken again
     kept_disturbed: int  # disturbed samples kept (the retake bound was reached)
     wall_s: float  # the sampling window
+    cpus: int = 1  # the cores the other-process figure was read over
 
     @property
     def known(self) -> bool:
@@ -138,9 +160,10 @@ class Interference:
 NO_INTERFERENCE_DATA = Interference(None, None, None, 0, 0, 0, 0.0)
 
 
-#: Uncertainty of a CPU-seconds difference read from /proc/stat: the counters are truncated
-#: to whole ticks, and our own time is charged there by the scheduler tick, not exactly.
-TICK_UNCERTAINTY_S = 0.03
+#: Uncertainty of a CPU-seconds difference read from /proc/stat, per core read and one more:
+#: each core's counters are truncated to whole ticks, and our own time is charged there by
+#: the scheduler tick, not exactly.
+TICK_UNCERTAINTY_S = 0.015
 #: Least other-process load that counts at all (a daemon's wake-ups are not contention).
 MIN_OTHER_CORES = 0.25
 
@@ -156,7 +179,8 @@ def is_contended(i: Interference, threads: int, cores: int) -> bool:
         return True
     if i.other_cores is None or i.wall_s <= 0:
         return False
-    others = max(0.0, i.other_cores + (i.steal_cores or 0.0) - TICK_UNCERTAINTY_S / i.wall_s)
+    rounding = TICK_UNCERTAINTY_S * (i.cpus + 1) / i.wall_s
+    others = max(0.0, i.other_cores + (i.steal_cores or 0.0) - rounding)
     return others > MIN_OTHER_CORES and threads + others > cores - CONTENDED_CORE_MARGIN
 
 
@@ -229,4 +253,4 @@ class Monitor:
         wait = (self._kept_wait / self._kept_wall
                 if self.threads.available and self._kept_wall > 0 else None)
         return Interference(other, steal, wait, self.disturbed, self.retaken, self.kept_disturbed,
-                            wall)
+                            wall, m1.cpus if m1 is not None else 1)

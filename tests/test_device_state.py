@@ -41,7 +41,8 @@ def test_summary_reads_clocks_and_link_under_load() -> None:
     s = device_state.summarize_samples([idle, busy, busy, idle])
     assert (s["samples"], s["under_load"]) == (4, 2)
     assert (s["sm_clock_mhz"], s["mem_clock_mhz"], s["pcie_gen"]) == (1980, 2619, 5)
-    assert s["reasons"] == {"sw_power_cap": 1.0} and s["throttled_fraction"] == 1.0
+    # the power cap is reported, but it is not throttling (dense GEMMs hold it routinely)
+    assert s["reasons"] == {"sw_power_cap": 1.0} and s["throttled_fraction"] == 0.0
     assert device_state.summarize_samples([idle])["sm_clock_mhz"] == 345  # nothing under load: all
 
 
