@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench_suite.gpu_options import REASONS, THROTTLING, nvml_handle, reason_names
+from bench_suite.gpu_options import REASONS, THROTTLING, gpu_processes, nvml_handle, reason_names
 from bench_suite.interference import read_machine_ticks
 
 #: Samples at or above this GPU utilization (percent) count as "under load".
@@ -90,16 +90,7 @@ def read_gpu_static(nvml: Any, handle: Any, own_pid: int | None = None) -> dict[
     ecc_mode = get("nvmlDeviceGetEccMode")
     remap = get("nvmlDeviceGetRemappedRows")
     pci = get("nvmlDeviceGetPciInfo")
-    own = os.getpid() if own_pid is None else own_pid
-    procs = []
-    for fn in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-        for p in get(fn) or ():
-            pid = getattr(p, "pid", None)
-            if not isinstance(pid, int) or any(q["pid"] == pid for q in procs):
-                continue
-            used = getattr(p, "usedGpuMemory", None)
-            procs.append({"pid": pid, "used_memory_bytes": used if isinstance(used, int) else None,
-                          "own": pid == own})
+    procs = gpu_processes(nvml, handle, own_pid)
     return {
         "name": _s(get("nvmlDeviceGetName") or ""),
         "uuid": _s(get("nvmlDeviceGetUUID") or ""),

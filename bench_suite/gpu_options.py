@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -312,6 +313,27 @@ def thin(samples: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
     return [samples[round(i * step)] for i in range(keep)]
 
 
+def gpu_processes(nvml: Any, handle: Any, own_pid: int | None = None) -> list[dict[str, Any]]:
+    """The processes NVML lists on a card (compute and graphics), each once:
+    ``{"pid", "used_memory_bytes", "own"}``. Empty where NVML cannot say."""
+    own = os.getpid() if own_pid is None else own_pid
+    procs: list[dict[str, Any]] = []
+    for name in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+        fn = getattr(nvml, name, None)
+        try:
+            listed = fn(handle) if fn is not None else ()
+        except Exception:  # NotSupported, NoPermission: nothing to say
+            listed = ()
+        for p in listed or ():
+            pid = getattr(p, "pid", None)
+            if not isinstance(pid, int) or any(q["pid"] == pid for q in procs):
+                continue
+            used = getattr(p, "usedGpuMemory", None)
+            procs.append({"pid": pid, "used_memory_bytes": used if isinstance(used, int) else None,
+                          "own": pid == own})
+    return procs
+
+
 def _flag(hits: int, known: int) -> bool | None:
     return None if known == 0 else hits > 0
 
@@ -391,8 +413,17 @@ class NvmlSampler:
         while not self._stop.wait(self.interval_s):
             self.sample()
 
+    def other_processes(self) -> None:
+        """Note the other processes on the card now (as the CPU monitor notes other CPU use):
+        read when sampling starts and ends, since a listing costs more than a sample."""
+        for p in gpu_processes(self.nvml, self.handle):
+            if not p["own"]:
+                self._others[p["pid"]] = None
+
     def __enter__(self) -> NvmlSampler:
         self._t0 = self.clock()
+        self._others: dict[int, None] = {}
+        self.other_processes()
         self.sample()
         if self.interval_s > 0:
             self._thread = threading.Thread(target=self._loop, name="nvml-sampler", daemon=True)
@@ -404,6 +435,7 @@ class NvmlSampler:
         if self._thread is not None:
             self._thread.join()
         self.sample()
+        self.other_processes()
 
     def summary(self) -> dict[str, Any]:
         """What the timed samples add up to (all samples where no phase was named).
@@ -451,6 +483,8 @@ class NvmlSampler:
             "power_capped_fraction": capped / known if known else None,
             "throttled": _flag(throttled, known),
             "throttled_fraction": throttled / known if known else None,
+            # other processes on the card while the case ran: it shared the GPU (contended)
+            "other_processes": sorted(getattr(self, "_others", {})),
         }
 
 

@@ -122,13 +122,14 @@ def run_case(
     seen = timing.interference
     # a GPU case's host side is one thread launching kernels
     threads = 1 if is_cuda_backend(case.backend) else (ready.threads or case.threads or cpu_count())
+    gpu_shared = bool(_nvml_others(extra))
     return done(
         "ok",
         rounds=(Round(
             timing.samples_s, timing.number, timing.warmup_calls, timing.stop, index=round_index,
             started_at=started, wall_s=seen.wall_s if seen.known else timing.wall_s - timing.warmup_s,
             contention=seen.other_cores, steal=seen.steal_cores, wait_frac=seen.wait_frac,
-            retaken=seen.retaken, contended=is_contended(seen, threads, cpu_count()),
+            retaken=seen.retaken, contended=gpu_shared or is_contended(seen, threads, cpu_count()),
         ),),
         rel_error=ready.rel_error,
         tolerance=ready.tolerance,
@@ -138,6 +139,13 @@ def run_case(
         device_name=ready.device_name,
         extra=extra,
     )
+
+
+def _nvml_others(extra: Mapping[str, Any]) -> list[Any]:
+    """Other processes NVML saw on the card while a CUDA case ran (``gpu_options``)."""
+    nvml = extra.get("nvml")
+    others = nvml.get("other_processes") if isinstance(nvml, Mapping) else None
+    return list(others) if isinstance(others, list) else []
 
 
 def describe_error(exc: BaseException) -> str:

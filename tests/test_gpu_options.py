@@ -760,3 +760,26 @@ def test_options_buffers_that_cannot_fit_skip_the_case(gpu: tuple[FakeClock, Cac
                                            TimingOptions(cuda_graphs=True), l2_bytes=0)
     assert need == {"the CUDA graph pool": (64 * 32 + 32 * 16) * 4}  # dA and dB of one call
     assert run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=False)), clock).status == "ok"
+
+
+class _Proc:
+    def __init__(self, pid: int, used: int = 1 << 30):
+        self.pid, self.usedGpuMemory = pid, used
+
+
+def test_another_process_on_the_card_makes_the_cuda_case_contended(
+        gpu: tuple[FakeClock, CachedDevice, FakeTorch], monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    clock, dev, _torch = gpu
+    shared = FakeNvml([0x0])
+    shared.nvmlDeviceGetComputeRunningProcesses = lambda h: [_Proc(os.getpid()), _Proc(424242)]  # type: ignore[attr-defined]
+    monkeypatch.setattr(gpu_options, "_pynvml", lambda: shared)
+    m = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 100_000)), RunOptions(timing=CONFIG), clock)
+    assert m.status == "ok" and m.extra["nvml"]["other_processes"] == [424242]
+    assert m.contended and m.rounds[0].contended  # compare will not judge it
+    alone = FakeNvml([0x0])
+    alone.nvmlDeviceGetComputeRunningProcesses = lambda h: [_Proc(os.getpid())]  # type: ignore[attr-defined]
+    monkeypatch.setattr(gpu_options, "_pynvml", lambda: alone)
+    m = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 100_000)), RunOptions(timing=CONFIG), clock)
+    assert m.extra["nvml"]["other_processes"] == [] and not m.contended
