@@ -23,6 +23,7 @@ from bench_suite.backends import Backend, get_backend
 from bench_suite.cases import Case
 from bench_suite.errors import OutputError
 from bench_suite.gpu_options import TimingOptions, time_case
+from bench_suite.phases import time_phases
 from bench_suite.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter
 from bench_suite.timing import Clock, TimingConfig
 
@@ -98,6 +99,9 @@ def run_case(
     try:
         with harness.ready(case, options.seed, backend) as ready:
             timing, extra = time_case(case, backend, ready.prepared, options.timing, clock, options.gpu)
+            phases = time_phases(ready.prepared, backend, options.timing, clock)
+            if phases:  # a training step: its forward, backward and update on their own
+                extra = {**extra, "phases": phases}
             peak = ready.peak_memory_bytes()
     except harness.Unavailable as why:
         return done("skipped", str(why))

@@ -6,11 +6,11 @@ import importlib
 import os
 from collections.abc import Callable
 
-from bench_suite.backends.base import Availability, Backend, Prepared
+from bench_suite.backends.base import Availability, Backend, Phase, Prepared
 from bench_suite.cases import is_cuda_backend, validate_backend
 from bench_suite.errors import UsageError
 
-__all__ = ["FACTORIES", "Availability", "Backend", "Prepared", "get_backend"]
+__all__ = ["FACTORIES", "Availability", "Backend", "Phase", "Prepared", "get_backend"]
 
 
 def _numpy() -> Backend:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +42,23 @@ class Prepared:
     run_once: Callable[[], dict[str, np.ndarray]]  # one call; results as float64 host arrays
     inputs: dict[str, np.ndarray]  # float64 host copies of the inputs as the device holds them
     release: Callable[[], None] = field(default=lambda: None)
+    #: For an op that changes its own inputs (a training step updates its weights): puts them
+    #: back. Every timer runs it before every timed call, outside the timed region, so each
+    #: call does the same work on the same data (asv: in ``setup``, which it re-runs before
+    #: every call; pytest-benchmark: as ``pedantic``'s setup).
+    reset: Callable[[], None] | None = None
+    #: Parts of one call that can be timed on their own (a training step's forward, backward
+    #: and update), each as ``Phase``; the runner times them after the call and records them.
+    phases: Mapping[str, Phase] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One part of a call: ``call`` is timed; ``setup`` runs before each timed call, outside
+    the timed region (the reset and the parts before this one)."""
+
+    call: Callable[[], object]
+    setup: Callable[[], None] | None = None
 
 
 class Backend(ABC):

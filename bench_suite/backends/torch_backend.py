@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench_suite import ops
+from bench_suite.backends import torch_ops
 from bench_suite.backends.base import (
     Availability,
     Backend,
     Prepared,
     blas_threads,
     cpu_model,
+    host_available_bytes,
     memory_check,
 )
 from bench_suite.cases import Case, cpu_count, cuda_index, is_backward
@@ -51,6 +53,8 @@ class _TorchBackend(Backend):
         return _torch().device(self.device)
 
     def prepare(self, case: Case, inputs: dict[str, np.ndarray]) -> Prepared:
+        if case.op in torch_ops.OPS:  # the layer, training step, bmm, copies and random fill
+            return torch_ops.prepare(_torch(), self._device(), case, inputs, self.synchronize)
         torch = _torch()
         dev, dt = self._device(), _dtype(case.dtype)
         grad = case.grad_mode == "grad"
@@ -112,6 +116,9 @@ class TorchCpuBackend(_TorchBackend):
     def availability(self, case: Case) -> Availability:
         if not torch_installed():
             return Availability.no("torch is not installed")
+        refused = torch_ops.availability(self.name, case)
+        if refused is not None:
+            return refused
         if case.threads is not None and case.threads > cpu_count():
             return Availability.no(f"{case.threads} threads > {cpu_count()} cores available")
         need = ops.footprint_bytes(case) * (1 + 2 * 8 // ops.ITEMSIZE[case.dtype])
@@ -193,6 +200,9 @@ class TorchCudaBackend(_TorchBackend):
             )
         if case.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
             return Availability.no(f"{self.device_name()} does not support bfloat16")
+        host = torch_ops.host_bytes(case)  # copies: their host buffer must fit too
+        if host and not (fits := memory_check(host, host_available_bytes(), "the host")).ok:
+            return fits
         return memory_check(ops.footprint_bytes(case), self.free_memory_bytes(), self.device)
 
     def threads(self, count: int | None) -> contextlib.AbstractContextManager[int | None]:
