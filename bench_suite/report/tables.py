@@ -493,8 +493,10 @@ def break_even(frame: pd.DataFrame) -> pd.DataFrame:
                          "h2d_s": h2d, "d2h_s": d2h, "compute_s": r.median_s})
     out = pd.DataFrame(rows, columns=cols)
     out["n"] = out["n"].astype("int64")
-    return out.sort_values(["series", "op", "variant", "dtype", "backend", "way", "memory", "n"],
-                           kind="stable").reset_index(drop=True)
+    out = out.assign(_op=_order(out["op"], tuple(BREAK_EVEN_OPS)))
+    out = out.sort_values(["series", "_op", "variant", "dtype", "backend", "way", "memory", "n"],
+                          kind="stable")
+    return out.drop(columns="_op").reset_index(drop=True)
 
 
 def break_even_points(frame: pd.DataFrame) -> pd.DataFrame:
@@ -571,14 +573,17 @@ def break_even_notes(frame: pd.DataFrame) -> list[str]:
                                  "round-trip lines are left out")
                     continue
                 gpu_n = set(cell[cell["way"] == "gpu"]["n"])
-                trip_n = set(cell[cell["way"] == "round_trip"]["n"])
-                if not trip_n:
+                trips = cell[cell["way"] == "round_trip"]
+                if trips.empty:
                     notes.append(f"{where}: no h2d and d2h measured at its sizes (same GPU and "
                                  "dtype): the round trip is left out")
-                elif gpu_n - trip_n:
-                    missing = ", ".join(str(n) for n in sorted(gpu_n - trip_n))
-                    notes.append(f"{where}: the round trip is left out at n={missing} (h2d or "
-                                 "d2h not measured there)")
+                    continue
+                for memory, t in trips.groupby("memory", sort=True):
+                    missing = sorted(gpu_n - set(t["n"]))
+                    if missing:
+                        notes.append(f"{where}: the round trip ({memory}) is left out at n="
+                                     + ", ".join(str(n) for n in missing)
+                                     + " (h2d or d2h not measured there)")
     return notes
 
 
