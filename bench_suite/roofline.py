@@ -703,8 +703,11 @@ def add_roofline_columns(frame: pd.DataFrame, peaks: Iterable[Peak] = (),
                 gpu_cache[row.device_name] = datasheet_peaks(row.device_name, row.device)
             sheet_peaks = [p for p in gpu_cache[row.device_name] if p.dtype == row.dtype]
         achieved = float(row.gflops) if not pd.isna(row.gflops) else math.nan
-        for prefix, ceiling in (("peak", _pick(measured.get(key, []), threads)),
-                                ("datasheet", _pick(sheet_peaks, threads))):
+        device_roofs = (("peak", _pick(measured.get(key, []), threads)),
+                        ("datasheet", _pick(sheet_peaks, threads)))
+        if row.op in LINK_OPS:  # the device's memory is not what limits a copy across the link
+            device_roofs = (("peak", None), ("datasheet", None))
+        for prefix, ceiling in device_roofs:
             flops = ceiling.flops if ceiling else None
             bw = ceiling.bytes if ceiling else None
             att = attainable(float(row.intensity), flops, bw) / 1e9

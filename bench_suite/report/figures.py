@@ -275,7 +275,8 @@ def _several(df: pd.DataFrame) -> bool:
     "Throughput against size",
     "Achieved rate per backend (GFLOP/s for matmul, GB/s for the Hadamard product): solid at "
     "every core, dashed on one thread. Horizontal lines are the device's known peaks: dotted "
-    "measured (bench-suite peaks), dash-dotted datasheet (GPU) or theoretical (CPU).",
+    "measured (bench-suite peaks), dash-dotted datasheet (GPU) or theoretical (CPU); for the "
+    "copies (h2d, d2h), dashed, the host-device link's.",
 )
 def throughput_figure(frame: pd.DataFrame) -> Figure | None:
     df = tables.time_table(frame)
@@ -303,7 +304,8 @@ def throughput_figure(frame: pd.DataFrame) -> Figure | None:
 
 
 #: Ceilings drawn in the throughput figure: (column prefix, line style, label).
-_CEILINGS = (("peak", ":", "peak"), ("datasheet", "-.", "spec peak"))
+_CEILINGS = (("peak", ":", "peak"), ("datasheet", "-.", "spec peak"),
+             ("link", "--", "link peak"))  # the host-device link: copies only
 
 
 def _draw_peaks(ax: Axes, cell: pd.DataFrame, op: str, several: bool) -> None:
@@ -494,6 +496,9 @@ def break_even_figure(frame: pd.DataFrame) -> Figure | None:
                        linestyle=_WAY_STYLES.get(("round_trip", r.memory), "-"), linewidth=0.8,
                        alpha=0.7, label=_label(series_label(r.series, several),
                                                f"break-even ({r.memory}): n={int(r.n_break)}"))
+            ax.annotate(f"n={int(r.n_break)}", (int(r.n_break), 1.0),
+                        xycoords=("data", "axes fraction"), xytext=(3, -10),
+                        textcoords="offset points", fontsize=7, color=backend_colour(r.backend))
         _size_axis(ax, cell["n"].astype(float))
         _log_if_wide(ax, "y", cell["time_s"], ratio=20)
     return _finish(fig, "When the GPU pays off: time per call, copies included (lower is better)",
