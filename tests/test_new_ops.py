@@ -23,7 +23,7 @@ from bench_suite.gpu_options import TimingOptions, time_case
 from bench_suite.results import Run, to_frame
 from bench_suite.runner import RunOptions, run_case
 from bench_suite.timing import TimingConfig
-from tests.fake_torch import FakeTorch
+from tests.fake_torch_copies import FakeTorch
 from tests.fakes import FakeClock
 
 FAST = RunOptions(seed=3, timing=TimingConfig(time_budget_s=0.03, min_samples=3, warmup_s=0,
@@ -450,7 +450,7 @@ def test_create_on_the_device_against_on_the_host_and_copied(fake_cuda: FakeTorc
 
 
 def test_an_unwritten_copy_fails_verification(fake_cuda: FakeTorch, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.fake_torch import FakeTensor
+    from tests.fake_torch_copies import FakeTensor
 
     real = FakeTensor.copy_
 

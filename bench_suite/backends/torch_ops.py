@@ -47,9 +47,15 @@ def host_bytes(case: Case) -> int:
     return 0
 
 
+def torch_dtype(torch: Any, name: str) -> Any:
+    """The torch dtype of a suite dtype ("tf32": float32 tensors; TF32 matmuls are the
+    backend's switch to set around the case)."""
+    return getattr(torch, "float32" if name == "tf32" else name)
+
+
 def prepare(torch: Any, device: Any, case: Case, inputs: dict[str, np.ndarray],
             synchronize: Callable[[], None]) -> Prepared:
-    dt = getattr(torch, case.dtype)
+    dt = torch_dtype(torch, case.dtype)
     if case.op == "h2d":
         return _h2d(torch, device, dt, case, inputs, synchronize)
     if case.op == "d2h":
@@ -253,7 +259,7 @@ def _host_array(torch: Any, case: Case, values: np.ndarray, pinned: bool) -> Any
     """A host tensor holding ``values`` in the case's dtype: a numpy array's own (pageable)
     memory where numpy has the dtype, else torch's pageable memory; or page-locked memory."""
     np_dt = _NUMPY_DTYPES.get(case.dtype)
-    dt = getattr(torch, case.dtype)
+    dt = torch_dtype(torch, case.dtype)
     if np_dt is not None:
         pageable = torch.from_numpy(np.ascontiguousarray(values, dtype=np_dt))
     else:
