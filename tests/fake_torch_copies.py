@@ -114,9 +114,24 @@ class _Event:
         return self._e.elapsed_time(end._e)
 
 
+class FakeStream:
+    """A stream in name only: the fake device runs everything in order."""
+
+    def __init__(self, device: Any = 0):
+        self.device = device
+
+    def wait_stream(self, other: FakeStream) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
 class FakeCuda:
     def __init__(self, torch: FakeTorch):
         self.torch = torch
+        self._default = FakeStream()
+        self._current = self._default
 
     def is_available(self) -> bool:
         return True
@@ -143,8 +158,26 @@ class FakeCuda:
     def device(self, index: int) -> Iterator[None]:
         yield
 
-    def current_stream(self, index: int | None = None) -> Any:
-        return None
+    def current_stream(self, index: int | None = None) -> FakeStream:
+        return self._current
+
+    def Stream(self, device: Any = 0) -> FakeStream:
+        return FakeStream(device)
+
+    @contextlib.contextmanager
+    def stream(self, s: FakeStream) -> Iterator[None]:
+        before, self._current = self._current, s
+        try:
+            yield
+        finally:
+            self._current = before
+
+    def get_device_capability(self, index: int = 0) -> tuple[int, int]:
+        return (9, 0)
+
+    def get_device_properties(self, index: int = 0) -> Any:
+        return SimpleNamespace(name="Fake H100", major=9, minor=0, total_memory=80 << 30,
+                               multi_processor_count=132, L2_cache_size=50 << 20)
 
     def empty_cache(self) -> None:
         pass
