@@ -38,7 +38,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench_suite import grid, harness, ops, stats
-from bench_suite.cases import OP_INFO, OPS, Case, is_cuda_backend, op_family, parse_backends
+from bench_suite.cases import (
+    OP_INFO,
+    OP_RATE,
+    OPS,
+    Case,
+    is_cuda_backend,
+    op_family,
+    op_ndim,
+    parse_backends,
+    variant_axis,
+)
 from bench_suite.errors import UsageError
 from bench_suite.timing import TimingConfig
 
@@ -76,8 +86,9 @@ def op_version(op: str) -> str:
     It covers the case-id scheme, the op's family, its inputs and outputs, its FLOP and byte
     counts and the tolerance its results are held to; not the adapter's code.
     """
-    probe = Case(op, "numpy", "float64", (2, 3, 5) if op_family(op) == "matmul" else (2, 3))
-    doc = {
+    building_block = op_family(op) in ("matmul", "elementwise")
+    probe = Case(op, "numpy", "float64", (2, 3, 5, 7)[: op_ndim(op)])
+    doc: dict[str, object] = {
         "scheme": CASE_SCHEME,
         "op": op,
         "info": list(OP_INFO[op]),
@@ -87,6 +98,12 @@ def op_version(op: str) -> str:
         "bytes": ops.bytes_moved(probe),
         "tolerance": ops.TOLERANCE,
     }
+    axis = variant_axis(op)
+    if axis is not None:  # (the building blocks have none: their hashes stay as they were)
+        doc["variants"] = [axis.name, list(axis.values), axis.default]
+    if not building_block:  # how the newer ops are checked is part of what they measure
+        doc["check"] = {"tolerance": ops.tolerance(probe), "learning_rate": ops.LEARNING_RATE,
+                        "ks": [ops.KS_SIGMAS, ops.KS_ROUNDING]}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -196,6 +213,10 @@ class _CaseBenchmark:
         case = self._case(values)
         self._ready = _prepared(case)
         self._call = self._ready.call  # time_op's one indirection: asv times calls one by one
+        if self._ready.reset is not None:
+            # A training step changes its weights: put them back. asv re-runs setup before
+            # every timed call of a class with a setup, so each call trains the same step.
+            self._ready.reset()
         harness.set_synchronize(self._ready.synchronize)
 
     def teardown(self, *values: object) -> None:
@@ -261,7 +282,7 @@ def make_class(op: str, cases: Sequence[Case], grid_name: str, module: str, gpu:
         "version": op_version(op),
         "timer": staticmethod(harness.synchronized_perf_counter),
     }
-    if op_family(op) == "matmul":
+    if OP_RATE[op] == "gflops":
         ns["track_gflops"] = _track_gflops
     else:
         ns["track_gbps"] = _track_gbps

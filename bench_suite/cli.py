@@ -79,9 +79,15 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backends", help=f"comma-separated: {', '.join(cases_mod.BACKENDS)}, torch-cuda:N, "
                    "torch-cuda:all (every visible GPU)")
     g.add_argument("--dtypes", help=f"comma-separated: {', '.join(cases_mod.DTYPES)}")
-    g.add_argument("--sizes", help="comma-separated: N (square), MxKxN (matmul) or MxN (hadamard)")
+    g.add_argument("--sizes", help=f"comma-separated: {cases_mod.SIZES_HELP}")
     g.add_argument("--threads", help="comma-separated thread counts, or 'all' (every usable core)")
     g.add_argument("--grad-modes", help="for torch forward ops: no_grad, grad (default both)")
+    g.add_argument("--activations", help=f"linear ops: {', '.join(cases_mod.ACTIVATIONS)} "
+                   "(default relu; others add /act=NAME to the case id)")
+    g.add_argument("--host-memory", help="h2d and d2h: pageable, pinned (default both; pinned "
+                   "adds /mem=pinned to the case id)")
+    g.add_argument("--create-on", help="create: device (where the array is used), host (made "
+                   "there, then copied over; CUDA only, adds /on=host) (default both)")
 
 
 def _add_verdict_args(p: argparse.ArgumentParser) -> None:
@@ -323,6 +329,8 @@ def sweep_from_args(args: argparse.Namespace, rank: Any = None) -> tuple[cases_m
         threads=cases_mod.parse_threads(args.threads) if args.threads else None,
         grad_modes=(cases_mod.parse_names(args.grad_modes, cases_mod.GRAD_MODES, "grad mode")
                     if args.grad_modes else None),
+        **{a.field: cases_mod.parse_names(getattr(args, a.field), a.values, a.title)
+           if getattr(args, a.field) else None for a in cases_mod.VARIANT_AXES.values()},
     )
     return preset, sweep.expand()
 
@@ -512,6 +520,7 @@ def _print_runset(rs: Any) -> None:
 
 #: ``run`` options that define a sweep or its settings: a resumed run keeps its saved ones.
 _SAVED_WITH_THE_RUN = ("preset", "ops", "backends", "dtypes", "sizes", "threads", "grad_modes",
+                       "activations", "host_memory", "create_on",
                        "out", "seed", "time_budget", "target", "min_samples", "machine",
                        "cold_cache", "cuda_graphs", "nvml", "rounds")
 

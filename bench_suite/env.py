@@ -298,7 +298,93 @@ def gpu_info(index: int) -> dict[str, Any]:
         "l2_cache_bytes": int(getattr(props, "L2_cache_size", 0) or 0) or None,
     }
     out.update(nvml_info(index))
+    bus = None
+    if all(hasattr(props, a) for a in ("pci_domain_id", "pci_bus_id", "pci_device_id")):
+        bus = f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+    out["link"] = link_info(index, bus, props.name)
     return out
+
+
+#: PCIe transfer rate (GT/s) -> generation, as sysfs writes the speed ("16.0 GT/s PCIe").
+_PCIE_GT_S = {"2.5": 1, "5": 2, "5.0": 2, "8": 3, "8.0": 3, "16": 4, "16.0": 4, "32": 5,
+              "32.0": 5, "64": 6, "64.0": 6}
+
+
+def link_info(index: int, bus_id: str | None = None, name: str = "", nvml: Any = None,
+              sysfs: str = "/sys/bus/pci/devices") -> dict[str, Any]:
+    """How a GPU reaches host memory: ``{"kind": "nvlink-c2c", "source"}`` or ``{"kind":
+    "pcie", "generation", "width", "current_generation", "current_width", "source"}`` (the
+    peak is the link's maximum: an idle link trains down to save power). From NVML where
+    nvidia-ml-py and a driver are present, else from sysfs by the card's PCI bus id, else
+    (NVLink-C2C only) from the device's name; ``{}`` when none says."""
+    found = _nvml_link(index, bus_id, nvml)
+    if not found and bus_id:
+        found = _sysfs_link(Path(sysfs) / bus_id.lower())
+    if not found and any(t in name.upper() for t in ("GH200", "GB200", "GB300")):
+        found = {"kind": "nvlink-c2c", "source": "device name"}
+    return found
+
+
+def _nvml_link(index: int, bus_id: str | None, nvml: Any = None) -> dict[str, Any]:
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            return {}
+    try:
+        nvml.nvmlInit()
+    except Exception:  # no driver or library: no NVML here
+        return {}
+    try:
+        handle = None
+        if bus_id:
+            try:
+                handle = nvml.nvmlDeviceGetHandleByPciBusId(bus_id.encode())
+            except Exception:
+                handle = None
+        if handle is None:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+
+        def get(fn: str) -> Any:
+            try:
+                return getattr(nvml, fn)(handle)
+            except Exception:  # a query this driver or card does not support
+                return None
+
+        c2c = get("nvmlDeviceGetC2cModeInfoV")
+        if c2c is not None and getattr(c2c, "isC2cEnabled", 0):
+            return {"kind": "nvlink-c2c", "source": "nvml"}
+        gen, width = get("nvmlDeviceGetMaxPcieLinkGeneration"), get("nvmlDeviceGetMaxPcieLinkWidth")
+        if not (isinstance(gen, int) and isinstance(width, int) and gen > 0 and width > 0):
+            return {}
+        return {"kind": "pcie", "generation": gen, "width": width,
+                "current_generation": get("nvmlDeviceGetCurrPcieLinkGeneration"),
+                "current_width": get("nvmlDeviceGetCurrPcieLinkWidth"), "source": "nvml"}
+    except Exception:
+        return {}
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _sysfs_link(device: Path) -> dict[str, Any]:
+    def read(name: str) -> str:
+        return _read(str(device / name)).strip()
+
+    def gen(speed: str) -> int | None:
+        return _PCIE_GT_S.get(speed.split()[0]) if speed else None
+
+    def width(text: str) -> int | None:
+        return int(text) if text.isdigit() and int(text) > 0 else None
+
+    max_gen, max_width = gen(read("max_link_speed")), width(read("max_link_width"))
+    if max_gen is None or max_width is None:
+        return {}
+    return {"kind": "pcie", "generation": max_gen, "width": max_width,
+            "current_generation": gen(read("current_link_speed")),
+            "current_width": width(read("current_link_width")), "source": "sysfs"}
 
 
 def nvml_info(index: int) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from bench_suite.backends.base import Backend, Prepared, memory_check
 from bench_suite.cases import Case, cuda_index, is_cuda_backend
 from bench_suite.errors import UsageError
 from bench_suite.interference import Monitor
+from bench_suite.phases import with_reset
 from bench_suite.timing import Clock, EventTimer, HostTimer, Timing, TimingConfig, measure
 
 #: Calls captured in one CUDA graph at most (the graph lasts about ``min_block_s`` otherwise).
@@ -676,9 +677,16 @@ def time_case(case: Case, backend: Backend, prepared: Prepared, config: TimingCo
         else:
             extra["cold_cache"] = {"skipped": f"{type(timer).__name__} has no before_call hook"}
 
+    if prepared.reset is not None:  # a training step: its weights restored before every call
+        if not with_reset(timer, prepared.reset):
+            raise RuntimeError(f"{type(timer).__name__} cannot restore the case's state between calls")
+        extra["reset"] = "state restored before every call, outside the timed region"
+
     fn = prepared.call
     calls = 1
-    if options.cuda_graphs:
+    if options.cuda_graphs and prepared.reset is not None:
+        extra["cuda_graph"] = {"skipped": "the case restores its state between calls"}
+    elif options.cuda_graphs:
         if cuda:
             calls = _graph_calls_for(case, backend, fn, timer, config)
             graph, result = capture_graph(fn, calls, cuda_index(case.backend))

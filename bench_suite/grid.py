@@ -13,13 +13,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from bench_suite.cases import OPS, PRESETS, Case, Sweep, get_preset, is_backward, op_family
+from bench_suite.cases import (
+    BUILDING_BLOCKS,
+    NEW_OPS,
+    OPS,
+    PRESETS,
+    VARIANT_AXES,
+    Case,
+    Sweep,
+    fixed_grad_mode,
+    get_preset,
+    square_shape,
+    variant_axis,
+)
 from bench_suite.errors import UsageError
 
 #: Grids by name. "ci" is small on purpose (CI runs it on every change); the others are the
 #: CLI's presets, so `BENCH_SUITE_ASV_PRESET=default` benchmarks what `bench-suite run
-#: --preset default` runs.
-CI_SWEEP = Sweep(dtypes=("float32",), sizes=(64, 256), threads=(1,))
+#: --preset default` runs. The newer ops join "ci" at n=64 only.
+CI_SWEEP = Sweep(ops=BUILDING_BLOCKS, dtypes=("float32",), sizes=(64, 256), threads=(1,),
+                 parts=(Sweep(ops=NEW_OPS, dtypes=("float32",), sizes=(64,), threads=(1,),
+                              grad_modes=("no_grad",)),))
 GRIDS: tuple[str, ...] = ("ci", *PRESETS)
 DEFAULT_GRID = "ci"
 
@@ -38,22 +52,29 @@ def grid_sweep(name: str) -> Sweep:
 
 
 def axis_names(op: str) -> tuple[str, ...]:
+    """asv's parameter names of an op: backend, dtype, size, threads; grad_mode where the op
+    has both modes; then its variant axis (activation, host_memory, create_on), if any."""
     if op not in OPS:
         raise UsageError(f"unknown op {op!r}; valid: {', '.join(OPS)}")
-    return BACKWARD_AXES if is_backward(op) else FORWARD_AXES
+    names = BACKWARD_AXES if fixed_grad_mode(op) is not None else FORWARD_AXES
+    axis = variant_axis(op)
+    return names if axis is None else (*names, axis.name)
 
 
 def size_value(case: Case) -> int | str:
-    """The ``size`` parameter: ``n`` for a square case, else ``MxKxN`` / ``MxN``."""
-    if len(set(case.shape)) == 1:
-        return case.shape[0]
+    """The ``size`` parameter: ``n`` for a square case (bmm: a batch of 16 n x n products),
+    else ``MxKxN`` / ``MxN`` / ``BxMxKxN``..."""
+    if square_shape(case.op, case.n) == case.shape:
+        return case.n
     return "x".join(map(str, case.shape))
 
 
 def case_values(case: Case) -> tuple[int | str, ...]:
     """The case's parameter values, in the order of :func:`axis_names`."""
     values: tuple[int | str, ...] = (case.backend, case.dtype, size_value(case), case.threads_label)
-    return values if is_backward(case.op) else (*values, case.grad_mode)
+    if fixed_grad_mode(case.op) is None:
+        values = (*values, case.grad_mode)
+    return values if variant_axis(case.op) is None else (*values, case.variant)
 
 
 def case_from_values(op: str, names: Sequence[str], values: Sequence[object]) -> Case:
@@ -65,7 +86,7 @@ def case_from_values(op: str, names: Sequence[str], values: Sequence[object]) ->
     if len(names) != len(values):
         raise UsageError(f"{len(names)} parameter names but {len(values)} values")
     params = dict(zip(names, values, strict=True))
-    unknown = set(params) - set(FORWARD_AXES)
+    unknown = set(params) - set(FORWARD_AXES) - set(VARIANT_AXES)
     if unknown:
         raise UsageError(f"unknown parameter(s) {', '.join(sorted(unknown))} for {op}")
     for key in ("backend", "dtype", "size"):
@@ -78,22 +99,25 @@ def case_from_values(op: str, names: Sequence[str], values: Sequence[object]) ->
         count = int(threads)
     else:
         raise UsageError(f"malformed threads value {threads!r}")
-    grad_mode = "grad" if is_backward(op) else str(params.get("grad_mode", "no_grad"))
+    grad_mode = fixed_grad_mode(op) or str(params.get("grad_mode", "no_grad"))
+    axis = variant_axis(op)
+    if axis is None and any(name in params for name in VARIANT_AXES):
+        raise UsageError(f"{op} has no parameter {', '.join(set(params) & set(VARIANT_AXES))}")
+    variant = str(params.get(axis.name, "")) if axis is not None else ""
     return Case(op, str(params["backend"]), str(params["dtype"]), _shape(op, params["size"]),
-                count, grad_mode)
+                count, grad_mode, variant)
 
 
 def _shape(op: str, size: object) -> tuple[int, ...]:
-    want = 3 if op_family(op) == "matmul" else 2
     if isinstance(size, int) and not isinstance(size, bool):
-        return (size,) * want
+        return square_shape(op, size)
     text = str(size)
     try:
         dims = tuple(int(d) for d in text.lower().split("x"))
     except ValueError:
         raise UsageError(f"malformed size {text!r}") from None
     if len(dims) == 1:
-        return dims * want
+        return square_shape(op, dims[0])
     return dims
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from bench_suite import ops
 from bench_suite.backends import Backend, Prepared, get_backend
 from bench_suite.cases import Case, is_cuda_backend
+from bench_suite.phases import with_reset
 from bench_suite.timing import Clock, Timing, TimingConfig, measure
 
 # --- a host clock that waits for the device ----------------------------------------------
@@ -92,12 +93,22 @@ class ReadyCase:
         """One call of the op: what the harness times."""
         return self.prepared.call
 
+    @property
+    def reset(self) -> Callable[[], None] | None:
+        """For an op that changes its own inputs (``mlp_step``): restores them. A harness runs
+        it before every timed call, outside the timed region; None for every other op."""
+        return self.prepared.reset
+
     def synchronize(self) -> None:
         self.backend.synchronize()
 
     def timer(self, clock: Clock = time.perf_counter_ns) -> Any:
-        """The suite's own block timer for this backend (CUDA events on a GPU)."""
-        return self.backend.timer(clock)
+        """The suite's own block timer for this backend (CUDA events on a GPU); for an op with
+        a ``reset``, one that runs it before every call, outside the timed region."""
+        timer = self.backend.timer(clock)
+        if self.prepared.reset is not None:
+            with_reset(timer, self.prepared.reset)
+        return timer
 
     def measure(self, config: TimingConfig, clock: Clock = time.perf_counter_ns) -> Timing:
         """Time the call with the suite's own loop (warm-up, calibration, stopping rule)."""
@@ -110,7 +121,10 @@ class ReadyCase:
         handed a warm op: caches, clocks and allocator pools settled, lazy kernels loaded.
         """
         calls, start, limit = 0, clock(), seconds * 1e9
+        reset = self.prepared.reset
         while calls < min_calls or clock() - start < limit:
+            if reset is not None:
+                reset()
             self.prepared.call()
             calls += 1
         self.synchronize()
@@ -146,7 +160,7 @@ def ready(case: Case, seed: int = 0, backend: Backend | None = None) -> ReadyCas
     avail = backend.availability(case)
     if not avail.ok:
         raise Unavailable(avail.reason)
-    tol = ops.TOLERANCE[case.dtype]
+    tol = ops.tolerance(case)
     inputs = ops.make_inputs(case, seed)
     backend.reset_peak_memory()
     prepared = backend.prepare(case, inputs)

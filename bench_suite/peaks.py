@@ -260,6 +260,8 @@ def _reference_peaks(measured: Sequence[Peak], env: dict[str, Any], machine: str
     gpus = {(p.device, p.device_name) for p in measured if p.device != "cpu"}
     for device, name in sorted(gpus):
         out += [replace_machine(p, machine) for p in roofline.datasheet_peaks(name, device)]
+    # the host-device link of each GPU measured (what h2d and d2h are held to)
+    out += [p for p in roofline.link_peaks_from_env(env, machine) if p.device in {d for d, _ in gpus}]
     return out
 
 

@@ -86,13 +86,27 @@ def profile_case(
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot write the trace to {path}: {exc.strerror or exc}") from None
-        n = calls or _calls_for(ready.call, ready.synchronize)
+        call = _with_reset(ready.call, ready.reset)
+        n = calls or _calls_for(call, ready.synchronize)
         if tool == "cProfile":
-            table, wall = _cprofile(ready.call, n, path)
+            table, wall = _cprofile(call, n, path)
         else:
-            table, wall = _torch_profile(ready.call, ready.synchronize, n, path,
+            table, wall = _torch_profile(call, ready.synchronize, n, path,
                                          cuda=is_cuda_backend(case.backend))
     return ProfileResult(case, tool, n, wall, str(path), table, ready.rel_error, ready.check)
+
+
+def _with_reset(call: Callable[[], object], reset: Callable[[], None] | None) -> Callable[[], object]:
+    """A training step restores its weights before each profiled call (else it would train
+    on, and diverge): the restore's copies then show in the profile, under their own names."""
+    if reset is None:
+        return call
+
+    def step() -> object:
+        reset()
+        return call()
+
+    return step
 
 
 def _calls_for(call: Callable[[], object], sync: Callable[[], None]) -> int:

@@ -5,7 +5,12 @@ Registered through the ``pytest11`` entry point ``bench_suite`` (disable it with
 ``benchmarks/test_cases.py`` does::
 
     def test_case(suite_case, benchmark):
-        benchmark(suite_case.call)
+        from bench_suite.pytest_plugin import time_case
+
+        time_case(benchmark, suite_case)
+
+(``time_case`` is ``benchmark(suite_case.call)`` for every case but a training step, whose
+weights must be restored before every call: see :func:`time_case`.)
 
 Then, and only then:
 
@@ -27,6 +32,7 @@ nothing is timed. Run benchmarks with ``-p no:xdist``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,10 +59,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--suite-sizes", help="comma-separated: N, MxKxN (matmul) or MxN (hadamard)")
     group.addoption("--suite-threads", help="comma-separated thread counts or 'all'")
     group.addoption("--suite-grad-modes", help="for torch forward ops: no_grad, grad")
+    for axis in cases_mod.VARIANT_AXES.values():
+        group.addoption(f"--suite-{axis.field.replace('_', '-')}", dest=f"suite_{axis.field}",
+                        help=f"{axis.title}: {', '.join(axis.values)}")
 
 
 _FILTERS = ("suite_ops", "suite_backends", "suite_dtypes", "suite_sizes", "suite_threads",
-            "suite_grad_modes")
+            "suite_grad_modes", *(f"suite_{a.field}" for a in cases_mod.VARIANT_AXES.values()))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,6 +89,8 @@ def suite_cases(config: pytest.Config) -> list[cases_mod.Case]:
         threads=cases_mod.parse_threads(opt("suite_threads")) if opt("suite_threads") else None,
         grad_modes=(cases_mod.parse_names(opt("suite_grad_modes"), cases_mod.GRAD_MODES, "grad mode")
                     if opt("suite_grad_modes") else None),
+        **{a.field: cases_mod.parse_names(opt(f"suite_{a.field}"), a.values, a.title)
+           if opt(f"suite_{a.field}") else None for a in cases_mod.VARIANT_AXES.values()},
     )
     return sweep.expand()
 
@@ -149,7 +160,12 @@ def suite_case(request: pytest.FixtureRequest) -> Iterator[Any]:
             "device_name": ready.device_name,
         })
         if not getattr(benchmark, "disabled", False):
-            ready.warm_up(WARMUP_S)
+            t0 = time.perf_counter()
+            calls = ready.warm_up(WARMUP_S)
+            if ready.reset is not None:  # time_case goes through pedantic: size its rounds
+                per_call = (time.perf_counter() - t0) / calls
+                benchmark.extra_info["pedantic_rounds"] = _pedantic_rounds(request.config, per_call)
+                benchmark.extra_info["timed"] = "one call per round, its state restored before each"
         yield ready
         _add_rates(benchmark, case)
         if cases_mod.is_cuda_backend(case.backend):  # inputs, outputs and workspace, at peak
@@ -157,6 +173,44 @@ def suite_case(request: pytest.FixtureRequest) -> Iterator[Any]:
     finally:
         harness.set_synchronize(None)
         ready.close()
+
+
+#: A training step is timed through ``benchmark.pedantic`` (one call per round, its weights
+#: restored before each): at most this many rounds.
+MAX_PEDANTIC_ROUNDS = 100_000
+
+
+def time_case(benchmark: Any, suite_case: Any) -> Any:
+    """Time the prepared case with pytest-benchmark's ``benchmark`` fixture.
+
+    Most cases: ``benchmark(suite_case.call)``. A case with a ``reset`` (a training step that
+    updates its weights) goes through ``benchmark.pedantic`` with the reset as its per-round
+    ``setup`` (outside the timed region) and one call per round; rounds fill
+    ``--benchmark-max-time`` (at least ``--benchmark-min-rounds``), sized from the warm-up.
+    """
+    reset = getattr(suite_case, "reset", None)
+    if reset is None:
+        return benchmark(suite_case.call)
+    rounds = benchmark.extra_info.get("pedantic_rounds") or MIN_PEDANTIC_ROUNDS
+    return benchmark.pedantic(suite_case.call, setup=reset, rounds=rounds, iterations=1,
+                              warmup_rounds=1)
+
+
+MIN_PEDANTIC_ROUNDS = 5
+
+
+def _pedantic_rounds(config: pytest.Config, per_call_s: float) -> int:
+    """Rounds that fill ``--benchmark-max-time``, at least ``--benchmark-min-rounds``."""
+    def option(name: str, default: float) -> float:
+        try:
+            value = config.getoption(name)
+        except ValueError:  # pytest-benchmark not loaded
+            return default
+        return float(value) if isinstance(value, (int, float)) and value > 0 else default
+
+    max_time = option("benchmark_max_time", 1.0)
+    least = int(option("benchmark_min_rounds", MIN_PEDANTIC_ROUNDS))
+    return max(least, min(MAX_PEDANTIC_ROUNDS, int(max_time / max(per_call_s, 1e-9))))
 
 
 def _add_rates(benchmark: Any, case: cases_mod.Case) -> None:

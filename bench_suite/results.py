@@ -667,6 +667,9 @@ COLUMNS: tuple[str, ...] = (
     "rel_error", "tolerance", "peak_mem_bytes", "wall_s", "commit", "created_at",
     "throttled", "power_capped", "launch_bound", "rounds", "contention", "contended", "retaken",
     "bimodal", "rank", "host", "device_index",
+    # the op's variant (activation, host memory, where created; "" for ops without one) and a
+    # training step's phases (median seconds of each, timed on its own; NaN elsewhere)
+    "variant", *(f"phase_{p}_s" for p in ("forward", "backward", "update")),
 )
 
 
@@ -729,6 +732,8 @@ def _row(run: Run, m: Measurement) -> dict[str, Any]:
         "retaken": sum(r.retaken for r in m.rounds),
         "bimodal": bool(ok and m.bimodal),
         **_placement(run, c.backend),
+        "variant": c.variant,
+        **_phase_medians(m.extra),
     }
 
 
@@ -752,6 +757,21 @@ def _placement(run: Run, backend: str) -> dict[str, Any]:
 
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 31
+
+
+def _phase_medians(extra: Mapping[str, Any]) -> dict[str, float]:
+    """Median seconds of each phase in ``extra["phases"]`` (``phases.time_phases``); NaN for a
+    phase not timed. ``extra`` is free-form and from a file: read defensively."""
+    phases = extra.get("phases") if isinstance(extra, Mapping) else None
+    out = {}
+    for name in ("forward", "backward", "update"):
+        entry = phases.get(name) if isinstance(phases, Mapping) else None
+        samples = entry.get("samples_s") if isinstance(entry, Mapping) else None
+        ok = isinstance(samples, list) and samples and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+            for x in samples)
+        out[f"phase_{name}_s"] = stats.quantile(sorted(float(x) for x in samples), 0.5) if ok else math.nan
+    return out
 
 
 def _rate(work: int, seconds: float) -> float:

@@ -9,6 +9,9 @@ A *peak* is what a device can do at one dtype: FLOP/s and memory bytes/s. Three 
   by the name torch reports (:func:`lookup_gpu`). What ``pct_of_datasheet`` is against on GPUs.
 * ``theoretical``: a CPU's vector width x FMA units x 2 x cores x clock
   (:func:`cpu_theoretical_peaks`). What ``pct_of_datasheet`` is against on CPUs.
+* ``link``: the host-device link of a GPU, per direction: PCIe generation x lanes (from NVML
+  or sysfs, recorded in the run's environment) or NVLink-C2C (:func:`link_peak`). What the
+  copies (``h2d``, ``d2h``) are held to: ``pct_of_link``.
 
 The roofline of a case with arithmetic intensity I (FLOPs per byte, ``ops.arithmetic_intensity``)
 is ``attainable = min(peak FLOP/s, I x bandwidth)``; :func:`add_roofline_columns` adds it, and
@@ -46,7 +49,9 @@ PEAKS_SCHEMA = "bench-suite/peaks"
 PEAKS_VERSION = 1
 #: File name ``bench-suite peaks`` writes by default, and reports look for beside run files.
 PEAKS_FILENAME = "peaks.json"
-SOURCES = ("measured", "datasheet", "theoretical")
+SOURCES = ("measured", "datasheet", "theoretical", "link")
+#: The dtype of a link peak: it holds for every dtype.
+LINK_DTYPE = "*"
 #: Peak dtypes: the suite's dtypes, tf32 (float32 matmul on tensor cores) among them.
 PEAK_DTYPES: tuple[str, ...] = tuple(dict.fromkeys((*DTYPES, "tf32")))
 
@@ -54,7 +59,7 @@ PEAK_DTYPES: tuple[str, ...] = tuple(dict.fromkeys((*DTYPES, "tf32")))
 ROOFLINE_COLUMNS: tuple[str, ...] = (
     "peak_gflops", "peak_gbps", "attainable_gflops", "pct_of_peak", "peak_source",
     "datasheet_gflops", "datasheet_gbps", "attainable_datasheet_gflops", "pct_of_datasheet",
-    "datasheet_source",
+    "datasheet_source", "link_gbps", "pct_of_link", "link_source",
 )
 
 
@@ -284,6 +289,65 @@ def datasheet_peaks(name: str, device: str = "cuda:0") -> list[Peak]:
             for dtype, flops in spec.flops.items()]
 
 
+# --- the host-device link -------------------------------------------------------------------
+
+#: Bytes per second per lane and direction of each PCIe generation, after line coding:
+#: 8b/10b up to 2.0, 128b/130b for 3.0-5.0, FLIT mode (242 of 256 bytes) for 6.0.
+PCIE_LANE_BYTES_PER_S: dict[int, float] = {
+    1: 2.5e9 * 8 / 10 / 8, 2: 5e9 * 8 / 10 / 8, 3: 8e9 * 128 / 130 / 8, 4: 16e9 * 128 / 130 / 8,
+    5: 32e9 * 128 / 130 / 8, 6: 64e9 * 242 / 256 / 8,
+}
+#: NVLink-C2C (Grace Hopper, Grace Blackwell): 900 GB/s both ways together, 450 GB/s each way.
+NVLINK_C2C_BYTES_PER_S = 450e9
+_C2C_SOURCE = "https://www.nvidia.com/en-us/data-center/nvlink-c2c/"
+
+
+def link_peak(link: Mapping[str, Any], device: str = "cuda:0", device_name: str = "",
+              machine: str = "") -> Peak | None:
+    """The peak of one direction of a GPU's link to the host, from its environment record
+    (``env.link_info``: ``{"kind": "pcie", "generation", "width", ...}`` or
+    ``{"kind": "nvlink-c2c"}``); None when the record says too little."""
+    if not isinstance(link, Mapping):
+        return None
+    kind = link.get("kind")
+    source = str(link.get("source") or "?")
+    if kind == "nvlink-c2c":
+        bps, title = NVLINK_C2C_BYTES_PER_S, "NVLink-C2C"
+        note = f"NVLink-C2C (found by {source}): 450 GB/s each way ({_C2C_SOURCE})"
+    elif kind == "pcie":
+        gen, width = link.get("generation"), link.get("width")
+        if not (isinstance(gen, int) and isinstance(width, int) and gen in PCIE_LANE_BYTES_PER_S
+                and 0 < width <= 64):
+            return None
+        bps = PCIE_LANE_BYTES_PER_S[gen] * width
+        title = f"PCIe {gen}.0 x{width}"
+        note = f"{title} (from {source}): {bps / 1e9:.1f} GB/s each way"
+        cur_gen, cur_width = link.get("current_generation"), link.get("current_width")
+        if isinstance(cur_gen, int) and isinstance(cur_width, int) and (cur_gen, cur_width) != (gen, width):
+            note += (f"; at PCIe {cur_gen}.0 x{cur_width} when the run began (an idle link trains "
+                     "down; one that stays down under load halves the copies)")
+    else:
+        return None
+    return Peak(device, LINK_DTYPE, None, bps, "link", note, device_name=device_name,
+                machine=machine, details={"link": dict(link), "title": title})
+
+
+def link_peaks_from_env(env: Mapping[str, Any], machine: str) -> list[Peak]:
+    """The link peak of every GPU a run's (or a peaks file's) environment describes."""
+    torch = env.get("torch") if isinstance(env, Mapping) else None
+    out = []
+    for g in (torch.get("gpus") or ()) if isinstance(torch, Mapping) else ():
+        if not isinstance(g, Mapping):
+            continue
+        index = g.get("index", 0)
+        device = f"cuda:{index if isinstance(index, int) else 0}"
+        name = g.get("name") if isinstance(g.get("name"), str) else ""
+        peak = link_peak(g.get("link") or {}, device, name, machine)
+        if peak is not None:
+            out.append(peak)
+    return out
+
+
 # --- the CPU's theoretical peak -------------------------------------------------------------
 
 
@@ -490,6 +554,7 @@ def peaks_for_runs(runs: Iterable[Run], extra_files: Iterable[str | Path] = ()) 
         out.extend(p if p.machine else replace(p, machine=ps.machine) for p in ps.peaks)
     have_theory = {p.machine for p in out if p.source == "theoretical"}
     have_gpus = {(p.machine, p.device) for p in out if p.source == "datasheet"}
+    have_links = {(p.machine, p.device) for p in out if p.source == "link"}
     for run in runs:
         env = run.env if isinstance(run.env, Mapping) else {}
         cpu = env.get("cpu")
@@ -504,6 +569,10 @@ def peaks_for_runs(runs: Iterable[Run], extra_files: Iterable[str | Path] = ()) 
             if (run.machine, device) not in have_gpus:
                 out.extend(gpu_datasheet_for_run(name, device, run.machine, tf32))
                 have_gpus.add((run.machine, device))
+        for link in link_peaks_from_env(env, run.machine):
+            if (run.machine, link.device) not in have_links:
+                out.append(link)
+                have_links.add((run.machine, link.device))
     return out
 
 
@@ -604,17 +673,29 @@ def add_roofline_columns(frame: pd.DataFrame, peaks: Iterable[Peak] = (),
     """
     import pandas as pd
 
+    from bench_suite.cases import LINK_OPS
+
     df = frame.copy()
     measured: dict[tuple[str, str, str], list[Peak]] = {}
     theory: dict[tuple[str, str, str], list[Peak]] = {}
+    links: dict[tuple[str, str], Peak] = {}
     for p in peaks:
+        if p.source == "link":
+            links.setdefault((p.machine, p.device), p)
+            continue
         key = (p.machine, p.device, p.dtype)
         (measured if p.source == "measured" else theory).setdefault(key, []).append(p)
     gpu_cache: dict[str, list[Peak]] = {}
 
     cols: dict[str, list[Any]] = {c: [] for c in ROOFLINE_COLUMNS}
     for row in df[["machine", "device", "device_name", "dtype", "threads", "intensity",
-                   "gflops"]].itertuples(index=False):
+                   "gflops", "op", "gbps"]].itertuples(index=False):
+        # copies across the link are held to the link, not to the device's memory
+        link = links.get((row.machine, row.device)) if row.op in LINK_OPS else None
+        cols["link_gbps"].append(link.gbps if link else math.nan)
+        achieved_gbps = float(row.gbps) if not pd.isna(row.gbps) else math.nan
+        cols["pct_of_link"].append(100.0 * achieved_gbps / link.gbps if link else math.nan)
+        cols["link_source"].append(str(link.details.get("title", "")) if link else "")
         threads = None if pd.isna(row.threads) else int(row.threads)
         key = (row.machine, row.device, row.dtype)
         sheet_peaks = theory.get(key, [])
@@ -623,8 +704,11 @@ def add_roofline_columns(frame: pd.DataFrame, peaks: Iterable[Peak] = (),
                 gpu_cache[row.device_name] = datasheet_peaks(row.device_name, row.device)
             sheet_peaks = [p for p in gpu_cache[row.device_name] if p.dtype == row.dtype]
         achieved = float(row.gflops) if not pd.isna(row.gflops) else math.nan
-        for prefix, ceiling in (("peak", _pick(measured.get(key, []), threads)),
-                                ("datasheet", _pick(sheet_peaks, threads))):
+        device_roofs = (("peak", _pick(measured.get(key, []), threads)),
+                        ("datasheet", _pick(sheet_peaks, threads)))
+        if row.op in LINK_OPS:  # the device's memory is not what limits a copy across the link
+            device_roofs = (("peak", None), ("datasheet", None))
+        for prefix, ceiling in device_roofs:
             flops = ceiling.flops if ceiling else None
             bw = ceiling.bytes if ceiling else None
             att = attainable(float(row.intensity), flops, bw) / 1e9

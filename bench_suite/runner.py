@@ -25,6 +25,7 @@ from bench_suite.cases import Case, cpu_count, is_cuda_backend
 from bench_suite.errors import OutputError, UsageError
 from bench_suite.gpu_options import TimingOptions, time_case
 from bench_suite.interference import Monitor, is_contended
+from bench_suite.phases import time_phases
 from bench_suite.results import JOURNAL_SUFFIX, Measurement, Round, Run, RunWriter
 from bench_suite.timing import Clock, TimingConfig
 
@@ -109,6 +110,9 @@ def run_case(
         with harness.ready(case, options.seed, backend) as ready:
             timing, extra = time_case(case, backend, ready.prepared, options.timing, clock, options.gpu,
                                       monitor=monitor)
+            phases = time_phases(ready.prepared, backend, options.timing, clock)
+            if phases:  # a training step: its forward, backward and update on their own
+                extra = {**extra, "phases": phases}
             peak = ready.peak_memory_bytes()
     except harness.Unavailable as why:
         return done("skipped", str(why))

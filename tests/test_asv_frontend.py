@@ -40,7 +40,8 @@ def _classes(**env: str) -> dict[str, type]:
 def test_one_class_per_op_with_the_grid_as_params() -> None:
     classes = _classes(BENCH_SUITE_ASV_GPU="0")
     assert list(classes) == [asv_adapter.class_name(op) for op in OPS]
-    assert list(classes) == ["Matmul", "Hadamard", "MatmulBackward", "HadamardBackward"]
+    assert list(classes) == ["Matmul", "Hadamard", "MatmulBackward", "HadamardBackward", "Linear",
+                             "LinearBackward", "MlpStep", "Bmm", "H2d", "D2h", "Create"]
     cases = grid.grid_sweep("ci").expand()
     for op in OPS:
         cls = classes[asv_adapter.class_name(op)]
@@ -53,8 +54,9 @@ def test_one_class_per_op_with_the_grid_as_params() -> None:
             assert all(v in axis for v, axis in zip(values, cls.params, strict=True))
             assert grid.case_from_values(op, cls.param_names, values) == case
         assert cls.version == asv_adapter.op_version(op)
-        assert ("track_gflops" in vars(cls)) == op.startswith("matmul")
-        assert ("track_gbps" in vars(cls)) == op.startswith("hadamard")
+        by_flops = op.startswith(("matmul", "linear", "mlp", "bmm"))
+        assert ("track_gflops" in vars(cls)) == by_flops
+        assert ("track_gbps" in vars(cls)) == (not by_flops)
         assert "track_peak_gpu_mem" not in vars(cls)
     assert classes["Matmul"].track_gflops.unit == "GFLOP/s"
     assert classes["Hadamard"].track_gbps.unit == "GB/s"

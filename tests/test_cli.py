@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import load_results
+from bench_suite import cases, load_results
 from bench_suite.cli import create_parser, main
 
 TINY = ["--sizes", "16,32", "--threads", "1", "--time-budget", "0.03", "--min-samples", "3", "--quiet",
@@ -25,12 +25,19 @@ def test_run_writes_a_loadable_run_with_every_case(tmp_path: Path, capsys: pytes
     df = load_results(files)
     # 4 ops x 2 sizes: numpy 8; torch-cpu: 2 forward ops x 2 grad modes + 2 backward = 6 x 2 = 12;
     # torch-cuda the same 12, skipped here without a GPU
-    assert len(df) == 8 + 12 + 12
+    blocks = df[df["op"].isin(cases.BUILDING_BLOCKS)]
+    assert len(blocks) == 8 + 12 + 12
+    # quick's newer ops, 2 sizes each (its parts keep their own grad modes and variants):
+    # linear, bmm, linear_backward, mlp_step 3 backends each; create 2 + the CUDA host fill;
+    # h2d and d2h one case on each CPU backend, both host memories on CUDA
+    assert len(df) - len(blocks) == 2 * (4 * 3 + 4 + 2 * 4)
     assert set(df["machine"]) == {"ci-box"}
-    assert (df[df.backend != "torch-cuda"]["status"] == "ok").all()
+    cpu = df[df.backend != "torch-cuda"]
+    assert (cpu[~cpu["op"].isin(cases.LINK_OPS)]["status"] == "ok").all()
+    assert (cpu[cpu["op"].isin(cases.LINK_OPS)]["status"] == "skipped").all()
     printed = capsys.readouterr().out
     assert "matmul/numpy/float32/n=16/threads=1" in printed
-    assert "saved 32 measurements" in printed
+    assert f"saved {len(df)} measurements" in printed
     doc = json.loads(files[0].read_text())
     assert doc["complete"] is True and doc["config"]["preset"] == "quick"
     assert doc["config"]["argv"][:3] == ["run", "--backends", "numpy,torch-cpu,torch-cuda"]

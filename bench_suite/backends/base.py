@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,23 @@ class Prepared:
     #: With ``poison`` (fill them with NaN), a CUDA graph's replay is checked like a call.
     read: Callable[[Any], dict[str, np.ndarray]] | None = None
     poison: Callable[[Any], None] | None = None
+    #: For an op that changes its own inputs (a training step updates its weights): puts them
+    #: back. Every timer runs it before every timed call, outside the timed region, so each
+    #: call does the same work on the same data (asv: in ``setup``, which it re-runs before
+    #: every call; pytest-benchmark: as ``pedantic``'s setup).
+    reset: Callable[[], None] | None = None
+    #: Parts of one call that can be timed on their own (a training step's forward, backward
+    #: and update), each as ``Phase``; the runner times them after the call and records them.
+    phases: Mapping[str, Phase] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One part of a call: ``call`` is timed; ``setup`` runs before each timed call, outside
+    the timed region (the reset and the parts before this one)."""
+
+    call: Callable[[], object]
+    setup: Callable[[], None] | None = None
 
 
 class Backend(ABC):

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from bench_suite import ops
+from bench_suite.backends import numpy_ops
 from bench_suite.backends.base import (
     Availability,
     Backend,
@@ -32,6 +33,9 @@ class NumpyBackend(Backend):
             return no_tf32(self.name)
         if case.dtype not in _DTYPES:
             return Availability.no(f"numpy has no {case.dtype}")
+        refused = numpy_ops.availability(case)
+        if refused is not None:
+            return refused
         if case.threads is not None and case.threads > cpu_count():
             return Availability.no(f"{case.threads} threads > {cpu_count()} cores available")
         # device buffers, plus the float64 masters and reference kept for verification
@@ -42,6 +46,8 @@ class NumpyBackend(Backend):
         return _numpy_threads(count)
 
     def prepare(self, case: Case, inputs: dict[str, np.ndarray]) -> Prepared:
+        if case.op in numpy_ops.OPS:  # the layer, training step, bmm and random fill
+            return numpy_ops.prepare(case, inputs)
         dt = _DTYPES[case.dtype]
         x = {k: np.ascontiguousarray(v, dtype=dt) for k, v in inputs.items()}
         # Outputs start as NaN ("poisoned"): an element the op fails to write fails verification.

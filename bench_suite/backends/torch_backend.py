@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench_suite import ops
+from bench_suite.backends import torch_ops
 from bench_suite.backends.base import (
     Availability,
     Backend,
@@ -112,6 +113,8 @@ class _TorchBackend(Backend):
         return prepared
 
     def _prepare(self, case: Case, inputs: dict[str, np.ndarray]) -> Prepared:
+        if case.op in torch_ops.OPS:  # the layer, training step, bmm, copies and random fill
+            return torch_ops.prepare(_torch(), self._device(), case, inputs, self.synchronize)
         torch = _torch()
         dev, dt = self._device(), _dtype(case.dtype)
         grad = case.grad_mode == "grad"
@@ -182,6 +185,9 @@ class TorchCpuBackend(_TorchBackend):
             return Availability.no("torch is not installed")
         if case.dtype == "tf32":
             return no_tf32(self.name)
+        refused = torch_ops.availability(self.name, case)
+        if refused is not None:
+            return refused
         if case.threads is not None and case.threads > cpu_count():
             return Availability.no(f"{case.threads} threads > {cpu_count()} cores available")
         need = ops.footprint_bytes(case) * (1 + 2 * 8 // ops.ITEMSIZE[case.dtype])
@@ -304,10 +310,15 @@ class TorchCudaBackend(_TorchBackend):
             if major < 8:
                 return Availability.no(f"{self.device_name()} (sm_{major}{minor}) has no TF32 "
                                        "tensor cores (Ampere, sm_80, and later have)")
+        refused = torch_ops.availability(self.name, case)
+        if refused is not None:
+            return refused
         device = memory_check(cuda_case_bytes(case), self.free_memory_bytes(), self.device)
         if not device.ok:
             return device
-        return memory_check(cuda_host_bytes(case), host_available_bytes(), "the host")
+        # copies hold a host buffer too, beside the float64 copies for verification
+        host = cuda_host_bytes(case) + torch_ops.host_bytes(case)
+        return memory_check(host, host_available_bytes(), "the host")
 
     def threads(self, count: int | None) -> contextlib.AbstractContextManager[int | None]:
         # Host threads do not drive the kernels; what a case needs in force is its stream.

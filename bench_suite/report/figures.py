@@ -275,7 +275,8 @@ def _several(df: pd.DataFrame) -> bool:
     "Throughput against size",
     "Achieved rate per backend (GFLOP/s for matmul, GB/s for the Hadamard product): solid at "
     "every core, dashed on one thread. Horizontal lines are the device's known peaks: dotted "
-    "measured (bench-suite peaks), dash-dotted datasheet (GPU) or theoretical (CPU).",
+    "measured (bench-suite peaks), dash-dotted datasheet (GPU) or theoretical (CPU); for the "
+    "copies (h2d, d2h), dashed, the host-device link's.",
 )
 def throughput_figure(frame: pd.DataFrame) -> Figure | None:
     df = tables.time_table(frame)
@@ -303,7 +304,8 @@ def throughput_figure(frame: pd.DataFrame) -> Figure | None:
 
 
 #: Ceilings drawn in the throughput figure: (column prefix, line style, label).
-_CEILINGS = (("peak", ":", "peak"), ("datasheet", "-.", "spec peak"))
+_CEILINGS = (("peak", ":", "peak"), ("datasheet", "-.", "spec peak"),
+             ("link", "--", "link peak"))  # the host-device link: copies only
 
 
 def _draw_peaks(ax: Axes, cell: pd.DataFrame, op: str, several: bool) -> None:
@@ -442,3 +444,115 @@ def backward_forward_figure(frame: pd.DataFrame) -> Figure | None:
         _log_if_wide(ax, "y", cell["ratio"], base=2, ratio=8)
         ax.set_ylim(bottom=0) if ax.get_yscale() == "linear" else None
     return _finish(fig, "Backward over forward (lower is cheaper)", panels)
+
+
+def _panel_op(op: str, variant: str) -> str:
+    """An op with its variant when that is not the op's default: ``linear (gelu)``."""
+    default = tables.default_variant(op)
+    return op if not variant or variant == default else f"{op} ({variant})"
+
+
+#: Line style of each way of doing the work in the break-even figure.
+_WAY_STYLES = {("gpu", ""): "--", ("round_trip", "pageable"): "-", ("round_trip", "pinned"): ":"}
+
+
+@register(
+    "break_even",
+    "When the GPU pays off, transfers included",
+    "Time per call against size for matmul and the linear layer, three ways: numpy on the host "
+    "at every core; the GPU's compute alone (dashed); and the round trip, from measured rows: "
+    "the operands copied to the GPU (matmul: A and B; the layer: its input, its weights living "
+    "on the GPU), the compute, the result copied back (solid: pageable host memory, dotted: "
+    "pinned). A vertical line marks the size from which the round trip beats the host. A side "
+    "that was not measured is left out (the break-even section says which), never estimated.",
+)
+def break_even_figure(frame: pd.DataFrame) -> Figure | None:
+    be = tables.break_even(frame)
+    if be.empty or not (be["way"] != "host").any():
+        return None
+    be = be.assign(panel=[_panel_op(o, v) for o, v in zip(be["op"], be["variant"], strict=True)])
+    points = tables.break_even_points(frame)
+    several = be["series"].nunique() > 1
+    markers = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(sorted(set(be["series"])))}
+    fig, panels = _panels(be, row_col="panel")
+    for panel, dtype, ax in panels:
+        cell = be[(be["panel"] == panel) & (be["dtype"] == dtype)]
+        ax.set_title(safe_text(f"{panel} · {dtype}"), fontsize=10)
+        ax.set_ylabel("time per call (s)", fontsize=8)
+        for (series, backend, way, memory), g in cell.groupby(
+                ["series", "backend", "way", "memory"], sort=False):
+            g = g.sort_values("n")
+            what = {"host": f"{backend} on the host", "gpu": f"{backend} compute alone",
+                    "round_trip": f"{backend} with copies ({memory})"}[way]
+            ax.plot(g["n"], g["time_s"], color=backend_colour(backend),
+                    linestyle=_WAY_STYLES.get((way, memory), "-"), marker=markers[series],
+                    markersize=4, linewidth=1.8 if way == "round_trip" else 1.2,
+                    label=_label(series_label(series, several), what))
+        op, variant = cell["op"].iloc[0], cell["variant"].iloc[0]
+        mine = points[(points["op"] == op) & (points["variant"] == variant)
+                      & (points["dtype"] == dtype) & points["n_break"].notna()]
+        for r in mine.itertuples(index=False):
+            ax.axvline(int(r.n_break), color=backend_colour(r.backend),
+                       linestyle=_WAY_STYLES.get(("round_trip", r.memory), "-"), linewidth=0.8,
+                       alpha=0.7, label=_label(series_label(r.series, several),
+                                               f"break-even ({r.memory}): n={int(r.n_break)}"))
+            ax.annotate(f"n={int(r.n_break)}", (int(r.n_break), 1.0),
+                        xycoords=("data", "axes fraction"), xytext=(3, -10),
+                        textcoords="offset points", fontsize=7, color=backend_colour(r.backend))
+        _size_axis(ax, cell["n"].astype(float))
+        _log_if_wide(ax, "y", cell["time_s"], ratio=20)
+    return _finish(fig, "When the GPU pays off: time per call, copies included (lower is better)",
+                   panels)
+
+
+_PHASE_COLOURS = {"forward": "#56B4E9", "backward": "#D55E00", "update": "#CC79A7"}
+
+
+@register(
+    "mlp_breakdown",
+    "Where a training step's time goes",
+    "One training step of the 3-layer MLP per backend and size: its forward (with the loss), "
+    "backward and SGD update, each timed on its own, as shares of their sum; the label gives "
+    "the whole step's median. The black tick is the whole step (timed as one call) on the same "
+    "scale: left of 100%, the parts cost more run apart (caches, Python between them); right "
+    "of it, the step has overhead the parts do not.",
+)
+def mlp_breakdown_figure(frame: pd.DataFrame) -> Figure | None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    bd = tables.mlp_breakdown(frame)
+    if bd.empty:
+        return None
+    several = bd["series"].nunique() > 1
+    dtypes = _ordered(bd["dtype"], DTYPES)
+    rows = max(len(bd[bd["dtype"] == d]) for d in dtypes)
+    fig = Figure(figsize=(8.5, 1.2 + 0.42 * rows * len(dtypes) + 0.6 * len(dtypes)),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(dtypes), 1, squeeze=False)
+    panels = []
+    from matplotlib.ticker import PercentFormatter
+
+    from bench_suite.report.format import fmt_time
+
+    for dtype, (ax,) in zip(dtypes, axes, strict=True):
+        cell = bd[bd["dtype"] == dtype].reset_index(drop=True)
+        labels = [_label(series_label(r.series, several), r.backend, r.size,
+                         f"threads={r.threads_label}", f"step {fmt_time(r.step_s)}")
+                  for r in cell.itertuples(index=False)]
+        y = list(range(len(cell)))[::-1]
+        left = [0.0] * len(cell)
+        for phase in tables.STEP_PHASES:
+            widths = [0.0 if v != v else float(v) for v in cell[f"{phase}_share"]]
+            ax.barh(y, widths, left=left, color=_PHASE_COLOURS[phase], height=0.6, label=phase)
+            left = [a + b for a, b in zip(left, widths, strict=True)]
+        whole = [1.0 / v if v == v and v > 0 else float("nan") for v in cell["phases_over_step"]]
+        ax.scatter(whole, y, marker="|", s=300, color="black", linewidths=2,
+                   label="whole step", zorder=3)
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlabel("share of the three parts' time", fontsize=8)
+        ax.set_title(safe_text(f"mlp_step · {dtype}"), fontsize=10)
+        panels.append(("mlp_step", dtype, ax))
+    return _finish(fig, "Training step: forward, backward and update", panels)

@@ -128,6 +128,10 @@ def build_report(runs: Sequence[Run], command: str | None = None, with_figures: 
         "headline": tables.headline(frame),
         "peaks": tables.peaks(frame),
         "fleet": fleet.fleet_table(frame),
+        "break_even": tables.break_even_points(frame),
+        "break_even_notes": _notes_frame(tables.break_even_notes(frame)),
+        "mlp_breakdown": tables.mlp_breakdown(frame),
+        "create_where": tables.create_where(frame),
     }
     computed["fleet_devices"] = fleet.device_summary(computed["fleet"])
     rendered: tuple[RenderedFigure, ...] = ()
@@ -151,6 +155,12 @@ def _noise_table(runs: Sequence[Run]) -> pd.DataFrame:
     for machine, profile in profiles_for_runs(runs).items():
         rows += [{"machine": machine, **r} for r in summarize_profile(profile, 5, 8)]
     return pd.DataFrame(rows)
+
+
+def _notes_frame(notes: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame({"note": notes}, dtype=object)
 
 
 def _text(value: Any) -> str:
@@ -303,7 +313,22 @@ def _pct_of_peak(r: Any) -> list[str]:
     if isinstance(pct, float) and math.isfinite(pct):
         source = str(getattr(r, "datasheet_source", "") or "")
         return [f"{pct:.0f}% of {'theoretical' if source.startswith('theoretical') else 'datasheet'}"]
+    pct = getattr(r, "pct_of_link", None)  # copies: against the host-device link
+    if isinstance(pct, float) and math.isfinite(pct):
+        return [f"{pct:.0f}% of {getattr(r, 'link_source', '') or 'link'}"]
     return []
+
+
+def _op_axes(op: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The key columns an op's tables need beyond dtype, size and threads: its grad mode
+    where it has both, and its variant (activation, host memory, where created) if any."""
+    from bench_suite.cases import OP_INFO, fixed_grad_mode, variant_axis
+
+    if op not in OP_INFO:  # an op from another version of the suite
+        return ([] if tables.is_backward_op(op) else [("grad_mode", "grad mode")]), []
+    grad = [("grad_mode", "grad mode")] if fixed_grad_mode(op) is None else []
+    axis = variant_axis(op)
+    return grad, ([("variant", axis.title)] if axis is not None else [])
 
 
 def _op_sections(rep: Report) -> list[Section]:
@@ -313,9 +338,9 @@ def _op_sections(rep: Report) -> list[Section]:
     tt, sp, sc = rep.tables["time"], rep.tables["speedup"], rep.tables["scaling"]
     for op in _present(tt["op"], OPS):
         t = tt[tt["op"] == op]
-        grad = [] if tables.is_backward_op(op) else [("grad_mode", "grad mode")]
+        grad, variant = _op_axes(op)
         keys = [*_series_key(t), ("dtype", "dtype"), ("size", "size"),
-                ("threads_label", "threads"), *grad]
+                ("threads_label", "threads"), *grad, *variant]
         rate = tables.RATE_UNIT[tables.primary_rate(op)]
         found: list[DisplayTable | None] = [_pivot(
             t, keys, "backend", _present(t["backend"], BACKENDS), _time_cell,
@@ -336,7 +361,7 @@ def _op_sections(rep: Report) -> list[Section]:
             labels = _present(c["threads_label"], ())
             labels.sort(key=lambda x: (x == "all", int(x) if x.isdigit() else 0))
             ckeys = [*_series_key(c), ("backend", "backend"), ("dtype", "dtype"), ("size", "size"),
-                     *grad]
+                     *grad, *variant]
             found.append(_pivot(
                 c, ckeys, "threads_label", labels,
                 lambda r: Cell(f"{fmt_ratio(r.speedup)} · {_pct(r.efficiency)}"
@@ -346,9 +371,109 @@ def _op_sections(rep: Report) -> list[Section]:
                 "Speedup over 1 thread · parallel efficiency (speedup / threads), by thread "
                 "count ('all' is every usable core).",
                 col_header=lambda x: f"threads={x}"))
+        if op == "mlp_step":
+            found.append(_mlp_breakdown_table(rep.tables["mlp_breakdown"]))
+        if op == "create":
+            found.append(_create_where_table(rep.tables["create_where"]))
         out.append(Section(f"op-{op}", op, tables=tuple(x for x in found if x is not None),
                            priority=4))
     return out
+
+
+def _mlp_breakdown_table(bd: pd.DataFrame) -> DisplayTable | None:
+    if bd.empty:
+        return None
+    keys = (*(("series",) if bd["series"].nunique() > 1 else ()), "backend", "dtype", "size",
+            "threads_label")
+    header = (*(("machine",) if len(keys) == 5 else ()), "backend", "dtype", "size", "threads",
+              "step", "forward", "backward", "update", "parts / step")
+    rows = []
+    for r in bd.itertuples(index=False):
+        cells = [Cell(_key_text(getattr(r, k)), left=True) for k in keys]
+        cells.append(Cell(fmt_time(r.step_s) + (f" {NOISY_MARK}" if r.noisy else ""), bool(r.noisy)))
+        for p in tables.STEP_PHASES:
+            t, share = getattr(r, f"{p}_s"), getattr(r, f"{p}_share")
+            cells.append(Cell("-" if t != t else f"{fmt_time(t)} · {_pct(share)}"))
+        cells.append(Cell(_pct(r.phases_over_step)))
+        rows.append(tuple(cells))
+    return DisplayTable(
+        "Where the training step's time goes", header, tuple(rows),
+        "Forward (with the loss), backward and SGD update, each timed on its own (its state "
+        "restored before every call, outside the timed region), with its share of the three; "
+        "'parts / step': their sum over the whole step's median.", len(keys))
+
+
+def _create_where_table(cw: pd.DataFrame) -> DisplayTable | None:
+    if cw.empty:
+        return None
+    keys = [*_series_key(cw), ("backend", "backend"), ("dtype", "dtype"), ("size", "size")]
+    rows = tuple(
+        (*(Cell(_key_text(getattr(r, k)), left=True) for k, _ in keys),
+         Cell(fmt_time(r.device_s)), Cell(fmt_time(r.host_s)), _ratio_cell(r.ratio, r.noisy))
+        for r in cw.itertuples(index=False))
+    return DisplayTable(
+        "Create it where it will be used", (*(h for _, h in keys), "on the device",
+                                            "on the host, then copied", "host+copy / device"),
+        rows, "A new array of standard-normal numbers made where it is used, against made on "
+        "the host and copied over (pageable memory, as .to(device)); above 1 creating on the "
+        "device is that much faster.", len(keys))
+
+
+def _break_even_sentences(points: pd.DataFrame) -> list[str]:
+    """One sentence per machine and GPU: from which size the round trip beats the host."""
+    if points.empty:
+        return []
+    several = points["series"].nunique() > 1
+    out = []
+    for (series, backend), g in points.groupby(["series", "backend"], sort=False):
+        memory = "pageable" if (g["memory"] == "pageable").any() else str(g["memory"].iloc[0])
+        items = []
+        for r in g[g["memory"] == memory].itertuples(index=False):
+            sizes = list(r.sizes)
+            what = f"{r.op}{'' if r.variant in ('', 'relu') else f' ({r.variant})'} {r.dtype}"
+            if r.status == "from":
+                items.append(f"{what} from n={int(r.n_break)}")
+            elif r.status == "always":
+                items.append(f"{what} at every size measured (from n={sizes[0]})")
+            elif r.status == "never":
+                items.append(f"{what} at no size measured (up to n={sizes[-1]})")
+            elif r.status == "mixed":
+                items.append(f"{what} at some sizes but not at the largest (n={sizes[-1]})")
+        if items:
+            where = f" on {series}" if several else ""
+            out.append(f"Break-even{where}: counting the copies to and from {backend} "
+                       f"({memory} host memory), the GPU beats numpy on the host for "
+                       + "; ".join(items) + ".")
+    return out
+
+
+def _break_even_section(rep: Report) -> Section | None:
+    points, notes = rep.tables["break_even"], list(rep.tables["break_even_notes"]["note"])
+    if points.empty and not notes:
+        return None
+    sentences = _break_even_sentences(points)
+    table = None
+    if not points.empty:
+        keys = [*_series_key(points), ("op", "op"), ("variant", "activation"), ("dtype", "dtype"),
+                ("backend", "GPU"), ("memory", "host memory")]
+        rows = tuple(
+            (*(Cell(_key_text(getattr(r, k)), left=True) for k, _ in keys),
+             Cell("-" if r.n_break is None or _isna(r.n_break) else f"n={int(r.n_break)}"),
+             Cell(str(r.status), left=True),
+             Cell("-" if r.host_s != r.host_s else fmt_time(r.host_s)),
+             Cell("-" if r.trip_s != r.trip_s else fmt_time(r.trip_s)),
+             Cell(", ".join(str(n) for n in r.sizes), left=True))
+            for r in points.itertuples(index=False))
+        table = DisplayTable(
+            "Round trip against the host", (*(h for _, h in keys), "break-even", "status",
+                                            "numpy there", "round trip there", "sizes compared"),
+            rows, "Round trip: measured h2d of the operands (matmul: A and B; linear: X, its "
+            "weights living on the GPU), the GPU's compute and d2h of the result; against numpy "
+            "at every core. Break-even: the smallest size from which the round trip is faster "
+            "at every larger size compared.", len(keys))
+    return Section("break-even", "Break-even: when the GPU pays off", intro=" ".join(sentences),
+                   tables=(table,) if table else (),
+                   items=tuple(f"left out: {n}" for n in notes), priority=1)
 
 
 def _autograd_section(rep: Report) -> Section | None:
@@ -601,6 +726,7 @@ def sections(rep: Report) -> list[Section]:
     out: list[Section | None] = [
         _runs_section(rep),
         _headline_section(rep),
+        _break_even_section(rep),
         Section("figures", "Figures", figures=True, priority=6),
         *_op_sections(rep),
         _autograd_section(rep),

@@ -22,7 +22,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bench_suite.cases import BACKENDS, OPS, is_backward, is_cuda_backend
+from bench_suite.cases import (
+    BACKENDS,
+    OP_RATE,
+    OPS,
+    fixed_grad_mode,
+    is_backward,
+    is_cuda_backend,
+    variant_axis,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,24 +41,27 @@ PRIMARY_RATE = {
     "matmul_backward": "gflops",
     "hadamard": "gbps",
     "hadamard_backward": "gbps",
+    **OP_RATE,  # and the newer ops (the layer, training step, bmm: GFLOP/s; copies, fill: GB/s)
 }
 RATE_UNIT = {"gflops": "GFLOP/s", "gbps": "GB/s"}
 
 #: Columns that identify a case apart from its backend (what "the same case" means when
 #: backends are compared).
-CASE_KEYS = ["machine", "op", "dtype", "m", "k", "n", "threads_label", "grad_mode"]
+CASE_KEYS = ["machine", "op", "dtype", "m", "k", "n", "size", "variant", "threads_label",
+             "grad_mode"]
 
 #: Optional columns that ``bench_suite.roofline`` may add to the frame (measured peaks, and
 #: datasheet or theoretical ones); percentages are in percent, not fractions.
 PEAK_COLUMNS = ("peak_gflops", "peak_gbps", "attainable_gflops", "pct_of_peak",
-                "datasheet_gflops", "datasheet_gbps", "pct_of_datasheet", "datasheet_source")
+                "datasheet_gflops", "datasheet_gbps", "pct_of_datasheet", "datasheet_source",
+                "link_gbps", "pct_of_link", "link_source")
 
 #: The CPU baseline every speedup is measured against, and the CPU that a GPU is held to.
 BASELINE = "numpy"
 CPU_TORCH = "torch-cpu"
 
 # Same case apart from backend, per series (the frame's ``size`` label encodes the shape).
-_KEYS = ["series", "op", "dtype", "size", "dim", "threads_label", "grad_mode"]
+_KEYS = ["series", "op", "dtype", "size", "dim", "variant", "threads_label", "grad_mode"]
 
 
 def primary_rate(op: str) -> str:
@@ -89,7 +100,7 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     per (run, case) and sorted the way every table is shown."""
     import numpy as np
 
-    df = frame.drop_duplicates(subset=["run_id", "case_id"], keep="first").copy()
+    df = with_variant(frame).drop_duplicates(subset=["run_id", "case_id"], keep="first").copy()
     runs_per_machine = df.groupby("machine")["run_id"].transform("nunique")
     df["series"] = [
         m if count <= 1 else f"{m} ({r})"
@@ -112,6 +123,11 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=["_op", "_b", "_t", "_g"]).reset_index(drop=True)
 
 
+def with_variant(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with a ``variant`` column ("" where a frame from elsewhere has none)."""
+    return frame if "variant" in frame.columns else frame.assign(variant="")
+
+
 def ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
     df = prepare(frame)
     return df[(df["status"] == "ok") & (df["median_s"] > 0)].reset_index(drop=True)
@@ -126,7 +142,7 @@ def run_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
-    df = frame.copy()
+    df = with_variant(frame).copy()
     df["rate"] = [row[primary_rate(op)] for op, (_, row) in zip(df["op"], df.iterrows(), strict=True)]
     df["rate_unit"] = [RATE_UNIT[primary_rate(op)] for op in df["op"]]
     base = df[(df["backend"] == BASELINE) & (df["status"] == "ok")]
@@ -287,7 +303,7 @@ def thread_scaling(frame: pd.DataFrame) -> pd.DataFrame:
 
     df = ok_rows(frame)
     df = df[(df["device"] == "cpu") & df["threads"].notna()]
-    group = ["series", "op", "backend", "dtype", "size", "dim", "grad_mode"]
+    group = ["series", "op", "backend", "dtype", "size", "dim", "variant", "grad_mode"]
     cols = [*group, "threads_label", "threads", "median_s", "speedup", "efficiency", "noisy"]
     one = df[df["threads"] == 1][[*group, "median_s", "noisy"]].drop_duplicates(subset=group)
     one = one.rename(columns={"median_s": "t1_s", "noisy": "t1_noisy"})
@@ -314,13 +330,13 @@ def backward_forward(frame: pd.DataFrame) -> pd.DataFrame:
 
     df = ok_rows(frame)
     bw = df[_backward_mask(df)].copy()
-    cols = ["series", "op", "backend", "dtype", "size", "dim", "threads_label", "forward_s",
-            "backward_s", "ratio", "theory", "noisy"]
+    cols = ["series", "op", "backend", "dtype", "size", "dim", "variant", "threads_label",
+            "forward_s", "backward_s", "ratio", "theory", "noisy"]
     if bw.empty:
         return pd.DataFrame(columns=cols)
     bw["forward_op"] = bw["op"].map(forward_op)
     fw = df[df["grad_mode"] == "no_grad"]
-    key = ["series", "backend", "dtype", "size", "threads_label"]
+    key = ["series", "backend", "dtype", "size", "variant", "threads_label"]
     fw = fw[[*key, "op", "median_s", "noisy", "flops", "bytes"]].rename(columns={
         "op": "forward_op", "median_s": "forward_s", "noisy": "f_noisy", "flops": "f_flops",
         "bytes": "f_bytes"})
@@ -353,8 +369,8 @@ def autograd_vs_hand(frame: pd.DataFrame) -> pd.DataFrame:
     sp = sp.rename(columns={"candidate": "backend", "candidate_s": "autograd_s",
                             "baseline_s": "hand_s"})
     sp["ratio"] = sp["autograd_s"] / sp["hand_s"]
-    cols = ["series", "op", "backend", "dtype", "size", "dim", "threads_label", "autograd_s",
-            "hand_s", "ratio", "noisy"]
+    cols = ["series", "op", "backend", "dtype", "size", "dim", "variant", "threads_label",
+            "autograd_s", "hand_s", "ratio", "noisy"]
     return sp[cols].reset_index(drop=True)
 
 
@@ -364,7 +380,7 @@ def grad_cost(frame: pd.DataFrame) -> pd.DataFrame:
 
     df = ok_rows(frame)
     df = df[~_backward_mask(df)]
-    key = ["series", "op", "backend", "dtype", "size", "dim", "threads_label"]
+    key = ["series", "op", "backend", "dtype", "size", "dim", "variant", "threads_label"]
     cols = [*key, "no_grad_s", "grad_s", "ratio", "noisy"]
     grad = df[df["grad_mode"] == "grad"][[*key, "median_s", "noisy"]]
     plain = df[df["grad_mode"] == "no_grad"][[*key, "median_s", "noisy"]]
@@ -441,12 +457,14 @@ def headline(frame: pd.DataFrame) -> pd.DataFrame:
     cols = ["series", "op", "dtype", "size", "dim", "what", "value", "threads", "noisy"]
     rows = []
     sp = speedup_table(frame)
-    sp = sp[(sp["threads_label"] == "all") & (sp["grad_mode"] == sp["op"].map(plain_mode))]
+    sp = sp[(sp["threads_label"] == "all") & (sp["grad_mode"] == sp["op"].map(plain_mode))
+            & is_default_variant(sp)]
     for _, g in sp.groupby(["series", "op", "dtype"], sort=False):
         for r in g[g["dim"] == g["dim"].max()].itertuples(index=False):
             rows.append((r.series, r.op, r.dtype, r.size, r.dim, r.pair, r.speedup, None, r.noisy))
     sc = thread_scaling(frame)
-    sc = sc[(sc["threads_label"] == "all") & (sc["grad_mode"] == sc["op"].map(plain_mode))]
+    sc = sc[(sc["threads_label"] == "all") & (sc["grad_mode"] == sc["op"].map(plain_mode))
+            & is_default_variant(sc)]
     for _, g in sc.groupby(["series", "op", "dtype"], sort=False):
         for r in g[g["dim"] == g["dim"].max()].itertuples(index=False):
             rows.append((r.series, r.op, r.dtype, r.size, r.dim, f"{r.backend}: all threads / 1",
@@ -461,8 +479,29 @@ def headline(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def plain_mode(op: str) -> str:
-    """The grad mode of an op's plain timing: no_grad for forward ops, grad for backward."""
-    return "grad" if is_backward_op(op) else "no_grad"
+    """The grad mode of an op's plain timing: no_grad for forward ops, grad for backward ops
+    and the training step (the one mode they have)."""
+    try:
+        fixed = fixed_grad_mode(op)
+    except KeyError:  # an op from another version of the suite
+        return "grad" if is_backward_op(op) else "no_grad"
+    return fixed or "no_grad"
+
+
+def default_variant(op: str) -> str:
+    """The variant an op's plain timing has: "" for ops without one, else the axis default."""
+    try:
+        axis = variant_axis(op)
+    except KeyError:
+        return ""
+    return axis.default if axis is not None else ""
+
+
+def is_default_variant(df: pd.DataFrame) -> pd.Series:
+    """Rows at their op's default variant (ReLU, pageable memory, created on the device)."""
+    if df.empty:
+        return df["op"].astype(bool)
+    return (df["variant"] == df["op"].map(default_variant)).astype(bool)
 
 
 #: Ceilings shown in the peaks table when the frame has them (``bench_suite.roofline``).
@@ -481,3 +520,217 @@ def peaks(frame: pd.DataFrame) -> pd.DataFrame:
     df = prepare(frame)
     df = df.dropna(subset=cols, how="all")
     return df[[*key, *cols]].drop_duplicates(subset=key).reset_index(drop=True)
+
+
+# --- when the GPU pays off, transfers included ------------------------------------------------
+
+#: Ops of the break-even figure, and how many n x n operands the round trip copies to the
+#: device: matmul copies A and B; a layer's weights live on the device with it, so ``linear``
+#: copies its input X (and both copy their n x n result back).
+BREAK_EVEN_OPS: dict[str, int] = {"matmul": 2, "linear": 1}
+BREAK_EVEN_WAYS = ("host", "gpu", "round_trip")
+
+
+def _square_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of square cases (``n=N``: every dimension N), with ``n`` as a plain int."""
+    sq = df[df["size"].astype(str).str.fullmatch(r"n=\d+")].copy()
+    sq["n"] = sq["n"].astype("int64")
+    return sq
+
+
+def break_even(frame: pd.DataFrame) -> pd.DataFrame:
+    """Time against size of three ways to do a matmul or a ``linear`` layer, from measured
+    rows only: numpy on the host (every core), the GPU's compute alone, and the round trip
+    (copies in, compute, copy of the result back) per host memory.
+
+    Long: series, op, variant, dtype, n, backend (the GPU; "numpy" for the host), way
+    (host | gpu | round_trip), memory ("" or pageable | pinned), time_s, and for round trips
+    h2d_s, d2h_s, compute_s. A round trip exists only at sizes where all its parts were
+    measured (same series, GPU, dtype and host memory): nothing is estimated.
+    """
+    import pandas as pd
+
+    cols = ["series", "op", "variant", "dtype", "n", "backend", "way", "memory", "time_s",
+            "h2d_s", "d2h_s", "compute_s"]
+    df = ok_rows(frame)
+    df = _square_rows(df[(df["grad_mode"] == "no_grad")
+                         & df["op"].isin([*BREAK_EVEN_OPS, "h2d", "d2h"])])
+    cuda = df["backend"].map(is_cuda_backend).astype(bool)
+    host = df[(df["backend"] == BASELINE) & (df["threads_label"] == "all")
+              & df["op"].isin(list(BREAK_EVEN_OPS))]
+    gpu = df[cuda & df["op"].isin(list(BREAK_EVEN_OPS))]
+    copies = df[cuda & df["op"].isin(["h2d", "d2h"])]
+    rows: list[dict[str, object]] = []
+    for r in host.itertuples(index=False):
+        rows.append({"series": r.series, "op": r.op, "variant": r.variant, "dtype": r.dtype,
+                     "n": r.n, "backend": r.backend, "way": "host", "memory": "",
+                     "time_s": r.median_s})
+    copy_s = {(r.series, r.backend, r.dtype, r.n, r.op, r.variant): r.median_s
+              for r in copies.itertuples(index=False)}
+    memories = sorted({r.variant for r in copies.itertuples(index=False)})
+    for r in gpu.itertuples(index=False):
+        base = {"series": r.series, "op": r.op, "variant": r.variant, "dtype": r.dtype,
+                "n": r.n, "backend": r.backend}
+        rows.append({**base, "way": "gpu", "memory": "", "time_s": r.median_s})
+        for mem in memories:
+            h2d = copy_s.get((r.series, r.backend, r.dtype, r.n, "h2d", mem))
+            d2h = copy_s.get((r.series, r.backend, r.dtype, r.n, "d2h", mem))
+            if h2d is None or d2h is None:
+                continue
+            rows.append({**base, "way": "round_trip", "memory": mem,
+                         "time_s": BREAK_EVEN_OPS[r.op] * h2d + r.median_s + d2h,
+                         "h2d_s": h2d, "d2h_s": d2h, "compute_s": r.median_s})
+    out = pd.DataFrame(rows, columns=cols)
+    out["n"] = out["n"].astype("int64")
+    out = out.assign(_op=_order(out["op"], tuple(BREAK_EVEN_OPS)))
+    out = out.sort_values(["series", "_op", "variant", "dtype", "backend", "way", "memory", "n"],
+                          kind="stable")
+    return out.drop(columns="_op").reset_index(drop=True)
+
+
+def break_even_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """Where the round trip beats numpy on the host, per series, op, variant, dtype, GPU and
+    host memory: ``n_break`` is the smallest size measured from which the round trip is
+    faster at every larger size measured (both sides measured there).
+
+    ``status``: ``from`` (it pays off from ``n_break``), ``always`` (at every size compared),
+    ``never`` (at none), ``mixed`` (ahead at some sizes, not at the largest), ``no common
+    size`` (both sides exist, at no same size). ``sizes``:
+    the sizes compared; ``host_s``/``trip_s``: the two times at ``n_break``.
+    """
+    import pandas as pd
+
+    be = break_even(frame)
+    cols = ["series", "op", "variant", "dtype", "backend", "memory", "status", "n_break",
+            "host_s", "trip_s", "sizes"]
+    rows = []
+    host = be[be["way"] == "host"]
+    trips = be[be["way"] == "round_trip"]
+    for key, g in trips.groupby(["series", "op", "variant", "dtype", "backend", "memory"],
+                                sort=False):
+        series, op, variant, dtype, _backend, _memory = key
+        h = host[(host["series"] == series) & (host["op"] == op) & (host["variant"] == variant)
+                 & (host["dtype"] == dtype)]
+        h_s = dict(zip(h["n"], h["time_s"], strict=True))
+        t_s = dict(zip(g["n"], g["time_s"], strict=True))
+        sizes = sorted(set(h_s) & set(t_s))
+        status, n_break = "no common size", None
+        if sizes:
+            faster = [t_s[n] < h_s[n] for n in sizes]
+            if all(faster):
+                status, n_break = "always", sizes[0]
+            elif not any(faster):
+                status = "never"
+            elif not faster[-1]:
+                status = "mixed"  # ahead somewhere below, but not at the largest size
+            else:
+                last_slower = max(i for i, f in enumerate(faster) if not f)
+                status, n_break = "from", sizes[last_slower + 1]
+        rows.append({**dict(zip(cols[:6], key, strict=True)), "status": status,
+                     "n_break": n_break,
+                     "host_s": h_s.get(n_break) if n_break is not None else None,
+                     "trip_s": t_s.get(n_break) if n_break is not None else None,
+                     "sizes": sizes})
+    out = pd.DataFrame(rows, columns=cols)
+    out["n_break"] = out["n_break"].astype("Int64")
+    for col in ("host_s", "trip_s"):
+        out[col] = out[col].astype("float64")
+    return out
+
+
+def break_even_notes(frame: pd.DataFrame) -> list[str]:
+    """What the break-even figure leaves out, and why: one line per missing side, for every
+    series that measured something on a GPU (a CPU-only run gets no lines: there is no GPU
+    side to miss). Nothing missing is ever estimated."""
+    df = ok_rows(frame)
+    df = df[df["grad_mode"] == "no_grad"]
+    be = break_even(frame)
+    notes: list[str] = []
+    gpu_series = set(df[df["backend"].map(is_cuda_backend).astype(bool)]["series"])
+    for series in sorted(gpu_series):
+        mine = df[df["series"] == series]
+        for op in BREAK_EVEN_OPS:
+            for dtype in sorted(set(mine[mine["op"] == op]["dtype"])):
+                cell = be[(be["series"] == series) & (be["op"] == op) & (be["dtype"] == dtype)]
+                where = f"{series} · {op} {dtype}"
+                ways = set(cell["way"])
+                if "host" not in ways:
+                    notes.append(f"{where}: no numpy case at every core at a square size: the "
+                                 "host line is left out")
+                if "gpu" not in ways:
+                    notes.append(f"{where}: no GPU case at a square size: the GPU compute and "
+                                 "round-trip lines are left out")
+                    continue
+                gpu_n = set(cell[cell["way"] == "gpu"]["n"])
+                trips = cell[cell["way"] == "round_trip"]
+                if trips.empty:
+                    notes.append(f"{where}: no h2d and d2h measured at its sizes (same GPU and "
+                                 "dtype): the round trip is left out")
+                    continue
+                for memory, t in trips.groupby("memory", sort=True):
+                    missing = sorted(gpu_n - set(t["n"]))
+                    if missing:
+                        notes.append(f"{where}: the round trip ({memory}) is left out at n="
+                                     + ", ".join(str(n) for n in missing)
+                                     + " (h2d or d2h not measured there)")
+    return notes
+
+
+# --- the training step, where its time goes --------------------------------------------------
+
+STEP_PHASES: tuple[str, ...] = ("forward", "backward", "update")
+
+
+def mlp_breakdown(frame: pd.DataFrame) -> pd.DataFrame:
+    """The training step's time per backend, and its forward, backward and update timed on
+    their own (``phases.time_phases``): median seconds, each phase's share of their sum, and
+    the sum over the whole step's median (near 1: the phases account for the step).
+
+    One row per series, backend, dtype, size and threads with at least one phase measured.
+    """
+    import pandas as pd
+
+    df = ok_rows(frame)
+    cols = ["series", "backend", "dtype", "size", "dim", "threads_label", "step_s",
+            *(f"{p}_s" for p in STEP_PHASES), "phases_s", *(f"{p}_share" for p in STEP_PHASES),
+            "phases_over_step", "noisy"]
+    phase_cols = [f"phase_{p}_s" for p in STEP_PHASES]
+    if df.empty or not set(phase_cols) <= set(df.columns):
+        return pd.DataFrame(columns=cols)
+    df = df[(df["op"] == "mlp_step") & df[phase_cols].notna().any(axis=1)].copy()
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    df["step_s"] = df["median_s"]
+    for p in STEP_PHASES:
+        df[f"{p}_s"] = df[f"phase_{p}_s"]
+    df["phases_s"] = df[[f"{p}_s" for p in STEP_PHASES]].sum(axis=1, min_count=len(STEP_PHASES))
+    for p in STEP_PHASES:
+        df[f"{p}_share"] = df[f"{p}_s"] / df["phases_s"]
+    df["phases_over_step"] = df["phases_s"] / df["step_s"]
+    return _resort(df[["op", *cols, "grad_mode"]].assign(op="mlp_step"),
+                   ("series", "_b", "dtype", "dim", "_t"))[cols]
+
+
+# --- create it where it will be used ---------------------------------------------------------
+
+
+def create_where(frame: pd.DataFrame) -> pd.DataFrame:
+    """``create`` on the device against creating on the host and copying over, per GPU:
+    ``ratio`` = host-then-copy time / on-device time (above 1: creating where the array is
+    used is that much faster)."""
+    import pandas as pd
+
+    df = ok_rows(frame)
+    df = df[df["op"] == "create"]
+    key = ["series", "backend", "dtype", "size", "dim"]
+    cols = [*key, "device_s", "host_s", "ratio", "noisy"]
+    on_dev = df[df["variant"] == "device"][[*key, "median_s", "noisy"]]
+    on_host = df[df["variant"] == "host"][[*key, "median_s", "noisy"]]
+    out = on_dev.merge(on_host, on=key, suffixes=("_d", "_h"))
+    if out.empty:
+        return pd.DataFrame(columns=cols)
+    out["device_s"] = out["median_s_d"]
+    out["host_s"] = out["median_s_h"]
+    out["ratio"] = out["host_s"] / out["device_s"]
+    out["noisy"] = out["noisy_d"] | out["noisy_h"]
+    return out[cols].reset_index(drop=True)
