@@ -686,6 +686,10 @@ def time_case(case: Case, backend: Backend, prepared: Prepared, config: TimingCo
     calls = 1
     if options.cuda_graphs and prepared.reset is not None:
         extra["cuda_graph"] = {"skipped": "the case restores its state between calls"}
+    elif options.cuda_graphs and cuda and (prepared.read is None or prepared.poison is None):
+        # copies and random fills: a replay's outputs cannot be checked, and an unchecked
+        # graph is not timed (an empty graph would read as a fast one)
+        extra["cuda_graph"] = {"skipped": "a replay of this case cannot be checked against the reference"}
     elif options.cuda_graphs:
         if cuda:
             calls = _graph_calls_for(case, backend, fn, timer, config)

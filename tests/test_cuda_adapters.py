@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 from bench_suite import env, gpu_options, harness, ops
 from bench_suite.backends import get_backend, torch_backend
 from bench_suite.backends.torch_backend import TorchCudaBackend, _CudaDevice, _CudaEvent
-from bench_suite.cases import OPS, Case, is_backward
+from bench_suite.cases import OPS, Case, fixed_grad_mode, is_backward, square_shape
 from bench_suite.gpu_options import TimingOptions
 from bench_suite.runner import RunOptions, run_case
 from bench_suite.timing import EventTimer, TimingConfig
@@ -28,8 +28,12 @@ SHAPES = {"matmul": (12, 20, 8), "elementwise": (12, 8)}
 
 
 def _case(op: str, dtype: str = "float32", grad: str = "no_grad", backend: str = "torch-cuda") -> Case:
-    family = "matmul" if op.startswith("matmul") else "elementwise"
-    return Case(op, backend, dtype, SHAPES[family], None, grad)
+    if op in ("matmul", "matmul_backward", "hadamard", "hadamard_backward"):
+        shape = SHAPES["matmul" if op.startswith("matmul") else "elementwise"]
+    else:  # the newer ops: small square shapes of their own kind
+        shape = square_shape(op, 8)
+    grad = fixed_grad_mode(op) or grad
+    return Case(op, backend, dtype, shape, None, grad)
 
 
 @pytest.fixture
@@ -87,8 +91,36 @@ def test_inputs_and_the_forward_graph_are_made_on_the_case_stream(fake: FakeTorc
 # --- CUDA graphs of every op, backward included -------------------------------------------
 
 
+#: Ops whose graphs are replayed and checked; a training step (state restored between calls),
+#: copies and random fills are timed without graphs, with the reason recorded.
+UNGRAPHED = ("mlp_step", "h2d", "d2h", "create")
+#: The fake records what a captured graph replays op by op (matmul, mul, autograd.grad); linear
+#: (addmm and an in-place activation) and bmm are graphed on a real GPU only (gpu-marked
+#: tests); their outputs' read and poison are tested below on CPU tensors.
+NOT_IN_FAKE = ("linear", "bmm")
 GRID = [(op, grad) for op, grad in itertools.product(OPS, ("no_grad", "grad"))
-        if not (is_backward(op) and grad == "no_grad")]
+        if not (is_backward(op) and grad == "no_grad") and op not in UNGRAPHED + NOT_IN_FAKE]
+
+
+@pytest.mark.parametrize("names", [("Y",), ("dX", "dW", "dbias")])
+def test_newer_ops_expose_their_outputs_for_the_replay_check(names: tuple[str, ...]) -> None:
+    import torch
+
+    from bench_suite.backends.torch_ops import _read_poison
+
+    read, poison = _read_poison(torch, names)
+    out = tuple(torch.ones(2, 3) for _ in names)
+    result = out if len(names) > 1 else out[0]
+    assert set(read(result)) == set(names)
+    poison(result)
+    assert all(torch.isnan(t).all() for t in out)
+
+
+@pytest.mark.parametrize("op", UNGRAPHED)
+def test_ops_whose_replays_cannot_be_checked_are_not_graphed(fake: FakeTorch, op: str) -> None:
+    m = run_case(_case(op), TorchCudaBackend(), GRAPHS)
+    assert m.status == "ok", m.reason
+    assert "skipped" in m.extra["cuda_graph"] and "calls_per_graph" not in m.extra["cuda_graph"]
 
 
 @pytest.mark.parametrize(("op", "grad"), GRID)

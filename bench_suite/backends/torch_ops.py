@@ -88,7 +88,8 @@ def prepare(torch: Any, device: Any, case: Case, inputs: dict[str, np.ndarray],
             def call() -> object:
                 addmm(bias, xx, wt, out=y)
                 return act_(y)
-        return Prepared(call, _results(torch, call, "Y", synchronize), host, _releaser(x))
+        return Prepared(call, _results(torch, call, "Y", synchronize), host, _releaser(x),
+                        *_read_poison(torch, ("Y",)))
     if case.op == "bmm":
         a, b = x["A"], x["B"]
         bmm = torch.bmm
@@ -103,7 +104,8 @@ def prepare(torch: Any, device: Any, case: Case, inputs: dict[str, np.ndarray],
 
             def call() -> object:
                 return bmm(a, b, out=c)
-        return Prepared(call, _results(torch, call, "C", synchronize), host, _releaser(x))
+        return Prepared(call, _results(torch, call, "C", synchronize), host, _releaser(x),
+                        *_read_poison(torch, ("C",)))
     raise AssertionError(case.op)  # pragma: no cover - Case validates op names
 
 
@@ -139,6 +141,24 @@ def _results(torch: Any, call: Callable[[], object], name: str,
     return run_once
 
 
+def _read_poison(torch: Any, names: tuple[str, ...]) -> tuple[Callable[[Any], dict[str, np.ndarray]],
+                                                              Callable[[Any], None]]:
+    """How to read a call's outputs (one tensor, or a tuple of them named ``names``) and
+    fill them with NaN: what a CUDA graph's replay is checked with (``gpu_options``)."""
+    def tensors(r: Any) -> tuple[Any, ...]:
+        return tuple(r) if isinstance(r, (tuple, list)) else (r,)
+
+    def read(r: Any) -> dict[str, np.ndarray]:
+        return {k: t.detach().to("cpu", torch.float64).numpy()
+                for k, t in zip(names, tensors(r), strict=True)}
+
+    def poison(r: Any) -> None:
+        for t in tensors(r):
+            t.detach().fill_(float("nan"))
+
+    return read, poison
+
+
 def _releaser(*holders: dict[str, Any] | list[Any]) -> Callable[[], None]:
     def release() -> None:
         for h in holders:
@@ -169,7 +189,7 @@ def _linear_backward(torch: Any, case: Case, x: dict[str, Any], host: dict[str, 
                 for k, v in zip(("dX", "dW", "dbias"), r, strict=True)}
 
     graph = [z, y]
-    return Prepared(call, run_once, host, _releaser(x, graph))
+    return Prepared(call, run_once, host, _releaser(x, graph), *_read_poison(torch, ("dX", "dW", "dbias")))
 
 
 def _mlp_step(torch: Any, device: Any, dt: Any, case: Case, x: dict[str, Any],
