@@ -414,8 +414,10 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> FakeTorch:
     return fake
 
 
+# The GPU warm-up runs until 0.2 s of (here: fake) GPU work by default: with a fake clock that
+# advances microseconds per real call of milliseconds, that is minutes of real time.
 CUDA_FAST = RunOptions(timing=TimingConfig(time_budget_s=0.01, min_samples=5, warmup_s=0.001),
-                       gpu=TimingOptions(nvml=False))
+                       gpu=TimingOptions(nvml=False, warmup_gpu_s=0.001))
 
 
 @pytest.mark.parametrize("op", ["h2d", "d2h"])

@@ -16,7 +16,7 @@ from tests.test_asv_frontend import _asv, _asv_project, needs_asv
 from tests.test_pytest_plugin import BENCH_FILE, FAST, _pytest
 
 TINY = ["--sizes", "16", "--threads", "1", "--time-budget", "0.02", "--min-samples", "3",
-        "--quiet"]
+        "--quiet", "--rounds", "2"]  # two fresh worker processes: the new ops' records cross them
 
 
 @pytest.fixture(autouse=True)
