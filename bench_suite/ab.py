@@ -6,11 +6,21 @@ one's own code), or any executable that behaves like one (a wrapper script that 
 environment variables, a container's entry point).
 
 Each round starts one fresh worker process per side. The cases of the round are taken in a
-seeded random order and, case by case, measured on both sides one right after the other, the
-side that goes first drawn at random: whatever the machine does (a neighbour, turbo, thermal
-drift) hits both members of a pair alike, and the paired test in ``compare`` cancels it. A side
-hands over only once its thread pools have gone quiet (``isolation.wait_until_quiet``). The
-idle side waits on a pipe and uses no CPU.
+seeded random order and each is measured on both sides side by side, so that whatever the
+machine does (a neighbour, turbo, thermal drift) hits both alike and the paired test in
+``compare`` cancels it:
+
+* **sample by sample** (*lockstep*) for one-thread and GPU cases: both workers prepare,
+  verify and warm up the case, then take turns, one sample each, the side that goes first in
+  each pair drawn at random, until the two sides' time budget is spent. On this kind of
+  machine that halves the spread of a round's ratio against measuring one side after the
+  other (docs/compare.md);
+* **case by case** for multi-threaded CPU cases: their BLAS and OpenMP pools spin for a tenth
+  of a second after every call, so one side measures the case, hands over once its pools have
+  gone quiet (``isolation.wait_until_quiet``), and the other side measures it, the side that
+  goes first drawn at random.
+
+The idle side waits on a pipe and uses no CPU.
 
 Both sides' measurements go to their own run file (``base.json`` and ``cand.json`` under the
 output folder) as they come, with each side's environment as its own interpreter reports it;
@@ -24,18 +34,22 @@ import os
 import random
 import secrets
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench_suite import env as env_mod
-from bench_suite.cases import Case
+from bench_suite.cases import Case, is_cuda_backend
 from bench_suite.errors import UsageError
 from bench_suite.isolation import (
     RoundWorkers,
+    Worker,
     default_timeout_s,
+    measure_request,
     per_round_options,
+    with_round,
     worker_env,
 )
 from bench_suite.noise import NoiseProfile
@@ -156,6 +170,69 @@ def run_ab(
     return AbResult(runs["base"], runs["cand"], folder)
 
 
+def lockstep(case: Case) -> bool:
+    """Whether the two sides take turns sample by sample (see the module's doc)."""
+    return case.threads == 1 or is_cuda_backend(case.backend)
+
+
+def measure_in_lockstep(case: Case, index: int, workers: Mapping[str, RoundWorkers],
+                        rng: random.Random) -> dict[str, Measurement]:
+    """Both sides' measurements of ``case`` in round ``index``, their samples taken in turns.
+
+    Each worker prepares, verifies and warms up the case on its own, then asks before each
+    sample (``worker.py``). Pairs go on until the two sides' round budgets are spent (and at
+    least ``min_samples`` pairs are taken); a side that is skipped, fails or dies leaves the
+    other to finish alone.
+    """
+    started, t0 = now_iso(), time.perf_counter()
+    live: dict[str, Worker] = {}
+    out: dict[str, Measurement] = {}
+    for side in SIDES:
+        w = workers[side].live_worker()
+        if isinstance(w, str):
+            out[side] = with_round(Measurement(case, "failed", w[:500], started_at=started,
+                                               extra={"isolated": True}), index)
+        else:
+            live[side] = w
+    options = workers[SIDES[0]].options
+    timeout = workers[SIDES[0]].timeout_s
+    pids = {side: w.pid for side, w in live.items()}
+    for side, w in live.items():
+        siblings = [p for s, p in pids.items() if s != side and p is not None]
+        w.send(measure_request(case, options, timeout, index, lockstep=True, siblings=siblings))
+    ready: list[str] = []
+    for side, w in live.items():
+        msg = w.reply(timeout)
+        if isinstance(msg, dict) and "gate" in msg:
+            ready.append(side)
+        else:
+            out[side] = with_round(w.measurement(case, msg, started, t0), index)
+
+    def answer(side: str, word: str) -> None:
+        """Send ``word``; the side either asks again (its sample is taken) or is done."""
+        w = live[side]
+        w.send({"gate": word})
+        msg = w.reply(timeout)
+        if not (isinstance(msg, dict) and "gate" in msg):
+            out[side] = with_round(w.measurement(case, msg, started, t0), index)
+            ready.remove(side)
+
+    budget = 2 * options.timing.time_budget_s
+    pairs, sampling = 0, time.perf_counter()
+    while len(ready) == 2:
+        done = pairs >= options.timing.min_samples and (
+            time.perf_counter() - sampling >= budget or pairs >= options.timing.max_samples)
+        for side in rng.sample(ready, 2):
+            if side in ready:
+                answer(side, "stop" if done else "go")
+        pairs += 1
+    for side in list(ready):  # the other side is done: this one finishes alone
+        answer(side, "free")
+        while side in ready:  # it asked again before it stopped: it stops on its own rule
+            answer(side, "free")
+    return out
+
+
 def _measure(cases: Sequence[Case], rounds: int, seed: int, writers: Mapping[str, RunWriter],
              workers: Mapping[str, RoundWorkers], machine: str, progress: Progress | None) -> None:
     skipped: set[str] = set()
@@ -174,16 +251,22 @@ def _measure(cases: Sequence[Case], rounds: int, seed: int, writers: Mapping[str
             for case in round_order(cases, seed, index):
                 if case.id in skipped:
                     continue
+                if progress is not None:
+                    progress.case_started(case)
+                if lockstep(case):
+                    pair = measure_in_lockstep(case, index, workers, random.Random(
+                        f"bench-suite-ab/{seed}/{index}/{case.id}/pairs"))
+                else:
+                    pair = {}
+                    for side in side_order(seed, index, case):
+                        pair[side] = workers[side].measure(case, index)
+                        workers[side].wait_until_quiet()  # its pools asleep before the other side runs
                 measured: list[Measurement] = []
-                for side in side_order(seed, index, case):
+                for side in SIDES:
+                    writers[side].add(pair[side])
+                    measured.append(pair[side])
                     if progress is not None:
-                        progress.case_started(case)
-                    m = workers[side].measure(case, index)
-                    writers[side].add(m)
-                    measured.append(m)
-                    if progress is not None:
-                        progress.case_finished(m)
-                    workers[side].wait_until_quiet()  # its pools asleep before the other side runs
+                        progress.case_finished(pair[side])
                 if all(m.status == "skipped" for m in measured):
                     skipped.add(case.id)
                     total -= 2 * (rounds - index - 1)

@@ -40,9 +40,9 @@ def _positive_float(text: str) -> float:
     return value
 
 
-#: Rounds of a `run` by default: enough for the spread between rounds to be estimated and the
-#: documented compare workflow to be sound (docs/compare.md), few enough for `--preset quick`
-#: to stay under a minute on 2 cores.
+#: Rounds of a `run` of the default and full presets (quick has 4: cases.Preset.rounds):
+#: enough for the spread between rounds to stand for the spread between runs, so that the
+#: documented compare workflow is sound (docs/compare.md).
 DEFAULT_ROUNDS = 5
 #: Rounds of an `ab` by default: enough pairs for the paired test to reach significance over
 #: a family of 16 cases (docs/compare.md), within 90 s on 2 cores.
@@ -116,10 +116,11 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=_positive_float, default=0.01,
                    help="stop sampling when the median is known to +-this fraction (default 0.01)")
     p.add_argument("--min-samples", type=int, default=10, help="samples at least, per round (default 10)")
-    p.add_argument("--rounds", type=_rounds, default=DEFAULT_ROUNDS, metavar="R",
+    p.add_argument("--rounds", type=_rounds, metavar="R",
                    help="measure the sweep R times, each round in a fresh process, cases in a seeded "
                    "random order; the time budget is shared between the rounds and the ± is the "
-                   f"spread between them (default {DEFAULT_ROUNDS}; 1: one pass in this process)")
+                   "spread between them (default: the preset's, 4 for quick and 5 for the others; "
+                   "1: one pass in this process)")
     p.add_argument("--machine", help="machine name to file results under (default: host name)")
     p.add_argument("--report", metavar="DIR", help="also write a report of this run to DIR")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -378,10 +379,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = {"preset": args.preset, "argv": args.argv, "cases": len(cases),
               "gpu_options": dataclasses.asdict(gpu)}
     measure = rounds = None
-    if args.rounds > 1:
+    count = args.rounds or preset.rounds
+    if count > 1:
         from bench_suite.isolation import plan_rounds
 
-        rounds = plan_rounds(options, args.rounds, args.isolate, args.case_timeout, args.seed)
+        rounds = plan_rounds(options, count, args.isolate, args.case_timeout, args.seed)
     elif args.isolate:
         from bench_suite.isolation import IsolatedMeasure
 
@@ -412,10 +414,11 @@ def _run_rank(args: argparse.Namespace, rank: Any) -> int:
     config = {"preset": args.preset, "argv": args.argv, "cases": len(cases),
               "gpu_options": dataclasses.asdict(options.gpu), "distributed": {"cpu_share": cpus}}
     measure = rounds = None
-    if args.rounds > 1:  # each round in fresh processes, on this rank's device and cores
+    count = args.rounds or preset.rounds
+    if count > 1:  # each round in fresh processes, on this rank's device and cores
         from bench_suite.isolation import plan_rounds
 
-        rounds = plan_rounds(options, args.rounds, args.isolate, args.case_timeout, args.seed)
+        rounds = plan_rounds(options, count, args.isolate, args.case_timeout, args.seed)
     elif args.isolate:
         from bench_suite.isolation import IsolatedMeasure
 

@@ -649,9 +649,10 @@ def env_facts(run: Run) -> dict[str, str]:
         "numpy": _text(lookup(env, "packages", "numpy")),
         "scipy": _text(lookup(env, "packages", "scipy")),
         "python": _text(lookup(env, "python", "version")),
-        "blas": _text([" ".join(_text(b.get(k)) for k in ("internal_api", "version", "architecture")
-                                if b.get(k)) for b in blas]),
-        "blas_threads": _text([b.get("num_threads") for b in blas]),
+        # sorted: which library loaded first depends on import order, not on the machine
+        "blas": _text(sorted(" ".join(_text(b.get(k)) for k in ("internal_api", "version", "architecture")
+                                      if b.get(k)) for b in blas)),
+        "blas_threads": _text(sorted(_text(b.get("num_threads")) for b in blas)),
         "torch_threads": _text(lookup(env, "torch", "num_threads")),
         "tf32": _tf32_text(lookup(env, "torch")),
         "os": _text(lookup(env, "os", "release")),

@@ -47,9 +47,9 @@ from bench_suite import harness, ops, stats
 from bench_suite.backends.base import Backend, Prepared, memory_check
 from bench_suite.cases import Case, cuda_index, is_cuda_backend
 from bench_suite.errors import UsageError
-from bench_suite.interference import Monitor
+from bench_suite.interference import SIBLING_PIDS, Monitor
 from bench_suite.phases import with_reset
-from bench_suite.timing import Clock, EventTimer, HostTimer, Timing, TimingConfig, measure
+from bench_suite.timing import Clock, EventTimer, Gate, HostTimer, Timing, TimingConfig, measure
 
 #: Calls captured in one CUDA graph at most (the graph lasts about ``min_block_s`` otherwise).
 MAX_GRAPH_CALLS = 1000
@@ -418,7 +418,7 @@ class NvmlSampler:
         """Note the other processes on the card now (as the CPU monitor notes other CPU use):
         read when sampling starts and ends, since a listing costs more than a sample."""
         for p in gpu_processes(self.nvml, self.handle):
-            if not p["own"]:
+            if not p["own"] and p["pid"] not in SIBLING_PIDS:
                 self._others[p["pid"]] = None
 
     def __enter__(self) -> NvmlSampler:
@@ -654,7 +654,7 @@ def _check_option_memory(case: Case, backend: Backend, options: TimingOptions) -
 
 def time_case(case: Case, backend: Backend, prepared: Prepared, config: TimingConfig,
               clock: Clock, options: TimingOptions = TimingOptions(),
-              monitor: Monitor | None = None) -> tuple[Timing, dict[str, Any]]:
+              monitor: Monitor | None = None, gate: Gate | None = None) -> tuple[Timing, dict[str, Any]]:
     """Time ``prepared.call`` with the options; returns the timing and what goes into
     ``Measurement.extra``. CUDA cases are warmed up first and checked for being launch-bound.
 
@@ -710,7 +710,7 @@ def time_case(case: Case, backend: Backend, prepared: Prepared, config: TimingCo
             extra["warmup"] = warm_up(fn, timer, clock, options.warmup_gpu_s, nv)
             if nv is not None:
                 nv.phase("timed")
-            timing = measure(fn, timer, config, clock, monitor)
+            timing = measure(fn, timer, config, clock, monitor, gate)
         if isinstance(sampler, NvmlSampler):
             extra["nvml"] = sampler.summary()
         elif options.nvml:  # asked for explicitly: say why there is nothing
@@ -718,7 +718,7 @@ def time_case(case: Case, backend: Backend, prepared: Prepared, config: TimingCo
     else:
         if cuda:
             extra["warmup"] = warm_up(fn, timer, clock, options.warmup_gpu_s)
-        timing = measure(fn, timer, config, clock, monitor)
+        timing = measure(fn, timer, config, clock, monitor, gate)
         if options.nvml and not cuda:
             extra["nvml"] = {"available": False, "reason": "not a CUDA case"}
     if cuda and isinstance(timer, EventTimer):

@@ -23,6 +23,7 @@ from typing import Any
 from bench_suite import ops
 from bench_suite.backends import Backend, Prepared, get_backend
 from bench_suite.cases import Case, is_cuda_backend
+from bench_suite.interference import settle
 from bench_suite.phases import with_reset
 from bench_suite.timing import Clock, Timing, TimingConfig, measure
 
@@ -169,18 +170,36 @@ def ready(case: Case, seed: int = 0, backend: Backend | None = None) -> ReadyCas
         device_name = backend.device_name()
         with backend.threads(case.threads) as applied:
             outputs = prepared.run_once()
-        # The reference runs outside the case's thread count: all cores for the float64 product.
-        err, check = ops.relative_error(case, prepared.inputs, outputs, seed)
+        # The reference runs outside the case's thread count: all cores for a large float64
+        # product, one for a small one, whose BLAS pool would otherwise spin for a tenth of a
+        # second afterwards, on the cores the case is about to be timed on.
+        with _reference_threads(case):
+            err, check = ops.relative_error(case, prepared.inputs, outputs, seed)
         del outputs
         if not err <= tol:  # "not <=" so that NaN fails too
             raise WrongResult(f"wrong result: relative error {err:.3g} > tolerance {tol:g}",
                               err, tol, check, applied, device_name)
         stack = contextlib.ExitStack()
         applied = stack.enter_context(backend.threads(case.threads))
+        # the reference's BLAS pool (all cores) may still be spinning: let it sleep before
+        # anyone times this case, or its first samples share their cores with it
+        settle()
     except BaseException:
         prepared.release()
         raise
     return ReadyCase(case, backend, prepared, err, tol, check, applied, device_name, stack)
+
+
+#: References of at most this many FLOPs (a 1024³ float32 matmul's) run on one BLAS thread.
+SMALL_REFERENCE_FLOPS = 2.2e9
+
+
+def _reference_threads(case: Case) -> contextlib.AbstractContextManager[object]:
+    if ops.flops(case) > SMALL_REFERENCE_FLOPS:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _release_cuda() -> None:

@@ -46,6 +46,11 @@ CONTENDED_WAIT_FRAC = 0.02
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+#: Processes that share this one's cores by design (the other side of an ``ab``, taking
+#: turns with it sample by sample): their CPU time is not "other processes" (set by the worker).
+SIBLING_PIDS: set[int] = set()
+
+
 @dataclass(frozen=True)
 class MachineTicks:
     """Cumulative CPU seconds of a set of cores, from their lines of ``/proc/stat``."""
@@ -204,11 +209,15 @@ class Monitor:
         self.own_cpu_ns = own_cpu_ns
         self.wall_ns = wall_ns
         self.disturbed_frac = disturbed_frac
+        self.siblings = SIBLING_PIDS
         self._reset()
+
+    def _siblings_ns(self) -> int:
+        return sum(process_cpu_ns(p) or 0 for p in self.siblings)
 
     def _reset(self) -> None:
         self._m0: MachineTicks | None = None
-        self._cpu0 = self._wall0 = 0
+        self._cpu0 = self._wall0 = self._sib0 = 0
         self._kept_wait = self._kept_wall = 0
         self.disturbed = self.retaken = self.kept_disturbed = 0
 
@@ -217,6 +226,7 @@ class Monitor:
         self.threads.refresh()
         self._m0 = self.machine()
         self._cpu0 = self.own_cpu_ns()
+        self._sib0 = self._siblings_ns()
         self._wall0 = self.wall_ns()
 
     def sample_begin(self) -> tuple[int | None, int]:
@@ -248,9 +258,59 @@ class Monitor:
         other = steal = None
         if self._m0 is not None and m1 is not None and wall > 0:
             own = (self.own_cpu_ns() - self._cpu0) * 1e-9
-            other = max(0.0, (m1.busy_s - self._m0.busy_s - own) / wall)
+            siblings = (self._siblings_ns() - self._sib0) * 1e-9
+            other = max(0.0, (m1.busy_s - self._m0.busy_s - own - siblings) / wall)
             steal = max(0.0, (m1.steal_s - self._m0.steal_s) / wall)
         wait = (self._kept_wait / self._kept_wall
                 if self.threads.available and self._kept_wall > 0 else None)
         return Interference(other, steal, wait, self.disturbed, self.retaken, self.kept_disturbed,
                             wall, m1.cpus if m1 is not None else 1)
+
+
+def process_cpu_ns(pid: int) -> int | None:
+    """Total CPU time of a process's threads in nanoseconds (Linux ``schedstat``)."""
+    return _run_ns(f"/proc/{pid}/task")
+
+
+def _run_ns(task_dir: str, skip: int | None = None) -> int | None:
+    """CPU nanoseconds of the threads under ``task_dir`` (but thread ``skip``); None if unreadable."""
+    total = 0
+    try:
+        tids = os.listdir(task_dir)
+    except OSError:
+        return None
+    for tid in tids:
+        if tid == str(skip):
+            continue
+        try:
+            with open(f"{task_dir}/{tid}/schedstat", "rb") as fh:
+                total += int(fh.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def settle(limit_s: float = 0.5, quiet_s: float = 0.005, busy_frac: float = 0.1,
+           task_dir: str = "/proc/self/task") -> float:
+    """Wait until this process's other threads have gone quiet; the seconds waited.
+
+    A BLAS or OpenMP pool spins for work for up to a tenth of a second after its last call:
+    after the float64 reference (all cores) or a previous case, that spin takes a core from
+    the case about to be timed, whose first samples then wait for it (seen: three runnable
+    threads on two cores, half of every sample spent waiting). Quiet means the other threads
+    used less than ``busy_frac`` of a core over ``quiet_s``; never longer than ``limit_s``.
+    """
+    import threading
+
+    me = threading.get_native_id()
+    t0 = time.perf_counter()
+    last = _run_ns(task_dir, me)
+    if last is None:
+        return 0.0
+    while time.perf_counter() - t0 < limit_s:
+        time.sleep(quiet_s)
+        now = _run_ns(task_dir, me)
+        if now is None or now - last < busy_frac * quiet_s * 1e9:
+            break
+        last = now
+    return time.perf_counter() - t0

@@ -39,6 +39,7 @@ from typing import IO, Any
 
 from bench_suite.cases import Case
 from bench_suite.errors import BenchSuiteError, UsageError
+from bench_suite.interference import process_cpu_ns
 from bench_suite.results import Measurement, Round, parse_json
 from bench_suite.runner import Rounds, RunOptions, now_iso
 from bench_suite.timing import TimingConfig
@@ -248,9 +249,12 @@ class Worker:
         ended (the worker is then dead; start another for the next case)."""
         started = started or now_iso()
         t0 = time.perf_counter() if t0 is None else t0
-        reply = self.request({"case": case.to_dict(), "seed": options.seed,
-                              "timing": asdict(options.timing), "gpu": asdict(options.gpu),
-                              "round": round_index, "timeout_s": timeout_s}, timeout_s)
+        reply = self.request(measure_request(case, options, timeout_s, round_index), timeout_s)
+        return self.measurement(case, reply, started, t0)
+
+    def measurement(self, case: Case, reply: dict[str, Any] | str, started: str, t0: float) -> Measurement:
+        """The measurement a reply carries, or a failed one saying how the worker ended
+        without it (the worker is then dead)."""
         if isinstance(reply, dict):
             m = _measurement_from(json.dumps(reply), case)
             if isinstance(m, Measurement):
@@ -274,20 +278,11 @@ class Worker:
         return env if isinstance(env, dict) else None
 
 
-def process_cpu_ns(pid: int) -> int | None:
-    """Total CPU time of a process's threads in nanoseconds (Linux ``schedstat``)."""
-    total = 0
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
-                total += int(fh.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
+def measure_request(case: Case, options: RunOptions, timeout_s: float, round_index: int = 0,
+                    **more: Any) -> dict[str, Any]:
+    """The worker request that measures ``case`` (``more``: lockstep, siblings)."""
+    return {"case": case.to_dict(), "seed": options.seed, "timing": asdict(options.timing),
+            "gpu": asdict(options.gpu), "round": round_index, "timeout_s": timeout_s, **more}
 
 
 def wait_until_quiet(worker: Worker, quiet_s: float = 0.01, limit_s: float = 0.5,
@@ -445,6 +440,18 @@ class RoundWorkers:
     def __post_init__(self) -> None:
         if self.env is None:
             self.env = worker_env()
+
+    def live_worker(self) -> Worker | str:
+        """This round's worker, started if need be; or why it cannot start."""
+        assert self.env is not None
+        if self._worker is None or not self._worker.alive:
+            self._worker = Worker(self.python, self.env)
+            try:
+                self._worker.start()
+            except WorkerStartError as exc:
+                self._worker = None
+                return str(exc)
+        return self._worker
 
     def measure(self, case: Case, round_index: int) -> Measurement:
         assert self.env is not None

@@ -29,6 +29,7 @@ of itself in one step, so that checking the updated weights checks the gradients
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -141,19 +142,40 @@ def _count(shape: tuple[int, ...]) -> int:
     return out
 
 
+#: Inputs kept for reuse in one process, at most this many bytes (least recently used first
+#: out). Several cases share them (numpy and torch, 1 thread and all, both grad modes), and a
+#: round measures them all in one process: drawing millions of normals anew took longer than
+#: timing most cases.
+INPUT_CACHE_BYTES = 256 << 20
+_input_cache: OrderedDict[tuple[object, ...], dict[str, np.ndarray]] = OrderedDict()
+
+
 def make_inputs(case: Case, seed: int) -> dict[str, np.ndarray]:
     """Seeded float64 inputs: standard normal, never zeros or ones (they hide wrong indexing
-    and can take fast paths real data does not). The same seed and case give the same data."""
+    and can take fast paths real data does not). The same seed and case give the same data;
+    each call gets its own copy (a training step updates its weights in place)."""
     # The seed is mixed with the op and shape (not the backend), so every backend sees the
     # same matrices for the same case and their results can be compared one to one.
-    key = [seed, *case.shape, sum(map(ord, case.op))]
-    rng = np.random.default_rng(key)
-    out = {name: rng.standard_normal(shape) for name, shape in input_shapes(case).items()}
-    # Weights scaled by 1/sqrt(fan-in), as layers are initialised, so activations stay O(1)
-    # through the layers in every dtype (and tanh, sigmoid and GELU are not saturated).
-    for name, scale in _input_scales(case).items():
-        out[name] *= scale
-    return out
+    cache_key = (seed, case.op, case.shape, case.variant)
+    cached = _input_cache.get(cache_key)
+    if cached is None:
+        key = [seed, *case.shape, sum(map(ord, case.op))]
+        rng = np.random.default_rng(key)
+        cached = {name: rng.standard_normal(shape) for name, shape in input_shapes(case).items()}
+        # Weights scaled by 1/sqrt(fan-in), as layers are initialised, so activations stay O(1)
+        # through the layers in every dtype (and tanh, sigmoid and GELU are not saturated).
+        for name, scale in _input_scales(case).items():
+            cached[name] *= scale
+        for v in cached.values():
+            v.setflags(write=False)
+        size = sum(v.nbytes for v in cached.values())
+        if size <= INPUT_CACHE_BYTES:
+            _input_cache[cache_key] = cached
+            while sum(a.nbytes for d in _input_cache.values() for a in d.values()) > INPUT_CACHE_BYTES:
+                _input_cache.popitem(last=False)
+    else:
+        _input_cache.move_to_end(cache_key)
+    return {name: v.copy() for name, v in cached.items()}
 
 
 def create_seed(case: Case) -> list[int]:

@@ -27,7 +27,7 @@ from bench_suite.gpu_options import TimingOptions, time_case
 from bench_suite.interference import Monitor, is_contended
 from bench_suite.phases import time_phases
 from bench_suite.results import JOURNAL_SUFFIX, Measurement, Round, Run, RunWriter
-from bench_suite.timing import Clock, TimingConfig
+from bench_suite.timing import Clock, Gate, TimingConfig
 
 
 def now_iso() -> str:
@@ -90,6 +90,7 @@ def run_case(
     options: RunOptions = RunOptions(),
     clock: Clock = time.perf_counter_ns,
     round_index: int = 0,
+    gate: Gate | None = None,
 ) -> Measurement:
     """Measure one case (one round of it). Never raises for a problem inside the case: it
     is recorded.
@@ -109,7 +110,7 @@ def run_case(
     try:
         with harness.ready(case, options.seed, backend) as ready:
             timing, extra = time_case(case, backend, ready.prepared, options.timing, clock, options.gpu,
-                                      monitor=monitor)
+                                      monitor=monitor, gate=gate)
             phases = time_phases(ready.prepared, backend, options.timing, clock)
             if phases:  # a training step: its forward, backward and update on their own
                 extra = {**extra, "phases": phases}

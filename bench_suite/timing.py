@@ -209,7 +209,7 @@ class Timing:
     samples_s: tuple[float, ...]  # per-call seconds, one per sample
     number: int  # calls per sample
     warmup_calls: int
-    stop: str  # "converged" | "budget" | "max_samples"
+    stop: str  # "converged" | "budget" | "max_samples" | "paired" (stopped by its gate)
     wall_s: float  # host time spent in this function
     warmup_s: float = 0.0  # of which warming up and calibrating
     interference: Interference = NO_INTERFERENCE_DATA
@@ -224,30 +224,38 @@ def _check_every(n: int) -> int:
     return max(1, n // 10)
 
 
+#: Asked before every sample when another process takes turns with this one (``ab``): True
+#: takes the sample, False stops sampling (after at least MIN_SAMPLES_HARD), None lets the
+#: loop go on by itself with its own stopping rule.
+Gate = Callable[[], "bool | None"]
+
+
 def measure(
     fn: Callable[[], object],
     timer: BlockTimer,
     config: TimingConfig = TimingConfig(),
     clock: Clock = time.perf_counter_ns,
     monitor: Monitor | None = None,
+    gate: Gate | None = None,
 ) -> Timing:
     """Warm up, calibrate, then sample ``fn`` until the stopping rule holds.
 
     ``monitor`` (``interference.Monitor``) judges every sample: one during which other work
     held a core this case needed is retaken (see :data:`MIN_RETAKES`), and the timing
     carries what the monitor saw over the sampling window. None: nothing is watched.
+    ``gate``: sample only when it says so, and stop when it says so (see :data:`Gate`).
     """
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a block is noise, as in timeit
     try:
-        return _measure(fn, timer, config, clock, monitor)
+        return _measure(fn, timer, config, clock, monitor, gate)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
 def _measure(fn: Callable[[], object], timer: BlockTimer, config: TimingConfig, clock: Clock,
-             monitor: Monitor | None) -> Timing:
+             monitor: Monitor | None, gate: Gate | None = None) -> Timing:
     t_start = clock()
     budget_ns = config.time_budget_s * 1e9
 
@@ -277,6 +285,13 @@ def _measure(fn: Callable[[], object], timer: BlockTimer, config: TimingConfig, 
     if monitor is not None:
         monitor.start()
     while True:
+        if gate is not None:
+            permit = gate()
+            if permit is None:  # the other side is gone: this side finishes by itself
+                gate = None
+            elif not permit and len(samples) >= MIN_SAMPLES_HARD:
+                stop = "paired"
+                break
         if monitor is None:
             samples.append(timer.time_block(fn, number) / number)
         else:
@@ -294,6 +309,8 @@ def _measure(fn: Callable[[], object], timer: BlockTimer, config: TimingConfig, 
         if n >= config.max_samples:
             stop = "max_samples"
             break
+        if gate is not None:
+            continue  # taking turns: the other process says when to stop
         if n >= next_check:
             next_check = n + _check_every(n)
             low, high = stats.median_ci(samples, config.confidence)

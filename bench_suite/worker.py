@@ -10,7 +10,11 @@ is a *hello* (protocol, version, process id), so the parent knows the interprete
 this package before it sends any work. Requests:
 
 * a measurement: ``{"protocol", "case", "seed", "timing", "gpu", "round"}``; reply
-  ``{"protocol", "measurement"}``;
+  ``{"protocol", "measurement"}``. With ``"lockstep": true`` the worker takes turns with
+  another (``ab``): after warming up, and after every sample, it writes ``{"protocol",
+  "gate": k}`` and waits for ``{"protocol", "gate": "go" | "stop" | "free"}`` (free: go on
+  alone). ``"siblings"``: process ids of the other side's workers, which are not "other
+  processes" on a shared GPU;
 * ``{"protocol", "cmd": "env", "machine"}``: the environment of this process (its
   interpreter, packages, torch and GPUs as it sees them); reply ``{"protocol", "env"}``;
 * ``{"protocol", "cmd": "import", "backends"}``: import what those backends need (torch:
@@ -67,8 +71,10 @@ def hello() -> dict[str, Any]:
                                             "version": package, "module": os.path.dirname(__file__)}}
 
 
-def measure_request(request: Any) -> dict[str, Any]:
-    """Measure the case a request names; the measurement as a JSON-ready document."""
+def measure_request(request: Any, gate: Any = None) -> dict[str, Any]:
+    """Measure the case a request names; the measurement as a JSON-ready document.
+    ``gate``: the turn-taking of a lockstep request (``timing.Gate``)."""
+    from bench_suite import interference
     from bench_suite.backends import get_backend
     from bench_suite.cases import Case
     from bench_suite.gpu_options import TimingOptions
@@ -80,7 +86,11 @@ def measure_request(request: Any) -> dict[str, Any]:
     case = Case.from_dict(request["case"])
     options = RunOptions(seed=int(request["seed"]), timing=TimingConfig(**request["timing"]),
                          gpu=TimingOptions.from_config(request.get("gpu")))
-    m = run_case(case, get_backend(case.backend), options, round_index=int(request.get("round", 0)))
+    siblings = request.get("siblings")
+    if isinstance(siblings, list):
+        interference.SIBLING_PIDS.update(p for p in siblings if isinstance(p, int))
+    m = run_case(case, get_backend(case.backend), options, round_index=int(request.get("round", 0)),
+                 gate=gate)
     return {"protocol": PROTOCOL, "measurement": m.to_dict()}
 
 
@@ -103,6 +113,21 @@ def import_request(request: dict[str, Any]) -> dict[str, Any]:
     if any(n != "numpy" for n in names) and importlib.util.find_spec("torch") is not None:
         import torch  # noqa: F401
     return {"protocol": PROTOCOL, "imported": names}
+
+
+def _lockstep_gate(reply: Any) -> Any:
+    """Ask the parent before each sample (see ``timing.Gate``)."""
+    asked = 0
+
+    def gate() -> bool | None:
+        nonlocal asked
+        reply({"protocol": PROTOCOL, "gate": asked})
+        asked += 1
+        line = sys.stdin.readline()
+        answer = json.loads(line).get("gate") if line.strip() else "stop"
+        return True if answer == "go" else (None if answer == "free" else False)
+
+    return gate
 
 
 def serve(result_fd: int, timeout_s: float | None = None) -> int:
@@ -129,7 +154,8 @@ def serve(result_fd: int, timeout_s: float | None = None) -> int:
         elif request.get("cmd") == "import":
             reply(import_request(request))
         else:
-            reply(measure_request(request))
+            gate = _lockstep_gate(reply) if request.get("lockstep") else None
+            reply(measure_request(request, gate))
         faulthandler.cancel_dump_traceback_later()
     return 0
 
