@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bench_suite.cases import Case
-from bench_suite.errors import BenchSuiteError
-from bench_suite.results import Measurement, Run
+from bench_suite.core.cases import Case
+from bench_suite.core.errors import BenchSuiteError
+from bench_suite.store.results import Measurement, Run
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -24,7 +24,7 @@ __all__ = ["BenchSuiteError", "Case", "Measurement", "Run", "load_results", "loa
 
 
 def load_runs(paths: Iterable[str | PathLike[str]] | str | PathLike[str]) -> list[Run]:
-    from bench_suite.loading import load_runs as _load_runs
+    from bench_suite.store.loading import load_runs as _load_runs
 
     return _load_runs(paths)
 
@@ -32,6 +32,6 @@ def load_runs(paths: Iterable[str | PathLike[str]] | str | PathLike[str]) -> lis
 def load_results(paths: Iterable[str | PathLike[str]] | str | PathLike[str]) -> pd.DataFrame:
     """One tidy row per measurement from run files, folders of them, asv results folders or
     pytest-benchmark JSON files."""
-    from bench_suite.results import to_frame
+    from bench_suite.store.results import to_frame
 
     return to_frame(load_runs(paths))

@@ -1,5 +1,5 @@
 import sys
 
-from bench_suite.cli import main
+from bench_suite.frontends.cli import main
 
 sys.exit(main())

@@ -13,6 +13,6 @@ while discovering benchmarks and finds nothing to run here: no pytest import, no
 
 def test_case(suite_case, benchmark):
     # suite_case first: a case that is skipped or wrong then never creates the benchmark
-    from bench_suite.pytest_plugin import time_case  # here: asv imports this file too
+    from bench_suite.frontends.pytest_plugin import time_case  # here: asv imports this file too
 
     time_case(benchmark, suite_case)  # benchmark(suite_case.call), or pedantic with a reset

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_suite import load_results, ops
+from bench_suite import load_results
 from bench_suite.backends import get_backend
-from bench_suite.cases import Case
-from bench_suite.timing import HostTimer, TimingConfig, measure
+from bench_suite.core import ops
+from bench_suite.core.cases import Case
+from bench_suite.core.timing import HostTimer, TimingConfig, measure
 
 
 def noop() -> None:

@@ -17,7 +17,7 @@ from collections import Counter
 
 import numpy as np
 
-from bench_suite.compare import VERDICTS, CompareOptions, verdict_for_samples
+from bench_suite.analysis.compare import VERDICTS, CompareOptions, verdict_for_samples
 
 
 def samples(rng: np.random.Generator, n: int, median: float, spread: float, outliers: float) -> np.ndarray:

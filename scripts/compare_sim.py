@@ -45,9 +45,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from bench_suite import compare as cmp
-from bench_suite.cases import Case
-from bench_suite.results import Measurement, Round, Run
+from bench_suite.analysis import compare as cmp
+from bench_suite.core.cases import Case
+from bench_suite.store.results import Measurement, Round, Run
 
 CASES = [Case(op, be, "float32", (n, n, n) if op.startswith("matmul") else (n, n), 1)
          for op in ("matmul", "hadamard", "matmul_backward", "hadamard_backward")

@@ -144,7 +144,7 @@ def fmt_num(value: Any, spec: str = ".3g") -> str:
 def summarize_timeline(samples: Sequence[Mapping[str, Any]], max_sm: float | None) -> dict[str, Any]:
     """What an NVML timeline shows: the idle clock, how long the clock took to reach 90% of
     its maximum once the load began, the clock, power and reasons under load."""
-    from bench_suite.gpu_options import POWER_CAP, THROTTLING, reason_names
+    from bench_suite.measure.gpu.options import POWER_CAP, THROTTLING, reason_names
 
     def phase(name: str) -> list[Mapping[str, Any]]:
         return [s for s in samples if s.get("phase") == name]
@@ -201,7 +201,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
                else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device")
         print(f"gpu_check: no CUDA GPU here ({why}; torch {torch.__version__}): nothing to check")
         return 2
-    from bench_suite import env as env_mod
+    from bench_suite.env import collect as env_mod
 
     name = torch.cuda.get_device_name(0)
     gpu = slug(name)
@@ -268,9 +268,9 @@ def _cuda_backend() -> Any:
 
 def _suite_time(ready: Any, cold: bool = False, graphs: bool = False, budget: float = 0.5) -> dict[str, Any]:
     """The suite's own timing of a ready case (``gpu_options.time_case``): median per call."""
-    from bench_suite import stats
-    from bench_suite.gpu_options import TimingOptions, time_case
-    from bench_suite.timing import TimingConfig
+    from bench_suite.core import stats
+    from bench_suite.core.timing import TimingConfig
+    from bench_suite.measure.gpu.options import TimingOptions, time_case
 
     config = TimingConfig(time_budget_s=budget, target_rel_ci=0.005, min_samples=10)
     options = TimingOptions(cold_cache=cold, cuda_graphs=graphs, nvml=False)
@@ -307,9 +307,10 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench_suite import harness, ops
-    from bench_suite.cases import Case
-    from bench_suite.peaks import PeaksConfig, measure_copy
+    from bench_suite.core import ops
+    from bench_suite.core.cases import Case
+    from bench_suite.measure import harness
+    from bench_suite.measure.peaks import PeaksConfig, measure_copy
 
     backend = _cuda_backend()
     record: dict[str, Any] = {"matmul": [], "hadamard": {}}
@@ -395,8 +396,8 @@ def kernel_time_per_call(call: Callable[[], object], sync: Callable[[], None],
 
 
 def cmd_tiny(args: argparse.Namespace) -> int:
-    from bench_suite import harness
-    from bench_suite.cases import Case
+    from bench_suite.core.cases import Case
+    from bench_suite.measure import harness
 
     backend = _cuda_backend()
     rows: list[dict[str, Any]] = []
@@ -447,7 +448,7 @@ def nvml_timeline(idle_s: float, load_s: float, interval_s: float, n: int = 8192
     """NVML every ``interval_s``: ``idle_s`` of an idle card, then bf16 n x n matmuls for
     ``load_s`` (synchronized every 10 calls), then a short tail."""
     torch = _torch()
-    from bench_suite.gpu_options import NvmlSampler, nvml_session
+    from bench_suite.measure.gpu.options import NvmlSampler, nvml_session
 
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(n, n, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -487,8 +488,8 @@ def tf32_probe(n: int = 4096) -> dict[str, Any]:
     """float32 n x n matmul with fp32_precision "ieee" and "tf32": time and error against
     float64. TF32 is active when it is much faster and its error is TF32's (about 1e-4..1e-3)."""
     torch = _torch()
-    from bench_suite import env as env_mod
     from bench_suite.backends.torch_backend import set_tf32_matmul
+    from bench_suite.env import collect as env_mod
 
     out: dict[str, Any] = {"n": n, "before": env_mod.precision_info(torch)}
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -523,10 +524,10 @@ def tf32_probe(n: int = 4096) -> dict[str, Any]:
     out["speedup"] = speedup
     out["active"] = active
     # the suite's own tf32 case, verified and timed, and the setting restored after it
-    from bench_suite.cases import Case
-    from bench_suite.gpu_options import TimingOptions
-    from bench_suite.runner import RunOptions, run_case
-    from bench_suite.timing import TimingConfig
+    from bench_suite.core.cases import Case
+    from bench_suite.core.timing import TimingConfig
+    from bench_suite.measure.gpu.options import TimingOptions
+    from bench_suite.measure.runner import RunOptions, run_case
 
     m = run_case(Case("matmul", "torch-cuda", "tf32", (n, n, n)), _cuda_backend(),
                  RunOptions(timing=TimingConfig(time_budget_s=0.3), gpu=TimingOptions(nvml=False)))
@@ -579,8 +580,8 @@ def peaks_lines(path: Path) -> list[str]:
     """Measured peaks beside the datasheet's, one line (from ``bench-suite peaks``' file)."""
     if not path.is_file():
         return []
-    from bench_suite.peaks import peaks_table
-    from bench_suite.roofline import load_peaks
+    from bench_suite.analysis.roofline import load_peaks
+    from bench_suite.measure.peaks import peaks_table
 
     try:
         table = peaks_table(load_peaks(path))
@@ -673,7 +674,7 @@ def render_summary(steps: Sequence[Mapping[str, Any]], data: Mapping[str, Any],
 
 def run_counts(folder: Path) -> list[dict[str, Any]]:
     """ok/failed/skipped counts of each run file in ``folder`` (journals of killed runs too)."""
-    from bench_suite.results import read_run_file
+    from bench_suite.store.results import read_run_file
 
     out = []
     for path in sorted(folder.glob("run-*.json*")):

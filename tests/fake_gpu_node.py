@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from bench_suite import ops
 from bench_suite.backends import Backend, Prepared
 from bench_suite.backends.base import Availability
 from bench_suite.backends.numpy_backend import NumpyBackend
-from bench_suite.cases import Case, cuda_index
-from bench_suite.timing import EventTimer
+from bench_suite.core import ops
+from bench_suite.core.cases import Case, cuda_index
+from bench_suite.core.timing import EventTimer
 from tests.fakes import FakeClock, FakeCudaDevice
 
 H100 = "NVIDIA H100 80GB HBM3"

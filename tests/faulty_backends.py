@@ -17,7 +17,7 @@ import numpy as np
 
 from bench_suite.backends import Backend, Prepared
 from bench_suite.backends.numpy_backend import NumpyBackend
-from bench_suite.cases import Case
+from bench_suite.core.cases import Case
 
 PLUGIN = "tests.faulty_backends:register"
 #: A hanging case writes its process id here (if set), so a test can check it was killed.

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_suite import ops
 from bench_suite.backends.base import Availability, Backend, Prepared
 from bench_suite.backends.numpy_backend import NumpyBackend
-from bench_suite.cases import Case
+from bench_suite.core import ops
+from bench_suite.core.cases import Case
 
 #: Comma-separated modes of install() applied when this module is loaded as a pytest plugin.
 DOUBLES_ENV = "BENCH_SUITE_TEST_DOUBLES"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench_suite import runner
-from bench_suite.interference import Monitor, ThreadWait
+from bench_suite.measure import runner
+from bench_suite.measure.interference import Monitor, ThreadWait
 
 PLUGIN = "tests.quiet:register"
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from bench_suite.backends import Backend, Prepared
 from bench_suite.backends.numpy_backend import NumpyBackend
-from bench_suite.cases import Case
+from bench_suite.core.cases import Case
 
 PLUGIN = "tests.rank_faults:register"
 RANK_ENV = "BENCH_SUITE_TEST_KILL_RANK"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bench_suite.cases import Case, is_backward, is_cuda_backend
-from bench_suite.results import Measurement, Run
+from bench_suite.core.cases import Case, is_backward, is_cuda_backend
+from bench_suite.store.results import Measurement, Run
 
 CORES = 4
 #: A machine name, GPU name and reason that try every markup trick we know.

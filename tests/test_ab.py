@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import cli, load_runs
-from bench_suite.ab import check_interpreter, side_order
+from bench_suite import load_runs
+from bench_suite.analysis.compare import compare
 from bench_suite.backends import PLUGINS_ENV
-from bench_suite.cases import Case
-from bench_suite.compare import compare
-from bench_suite.errors import UsageError
-from bench_suite.noise import (
+from bench_suite.core.cases import Case
+from bench_suite.core.errors import UsageError
+from bench_suite.frontends import cli
+from bench_suite.measure.ab import check_interpreter, side_order
+from bench_suite.store.noise import (
     NOISE_FILENAME,
     CaseNoise,
     NoiseProfile,

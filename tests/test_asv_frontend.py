@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import asv_adapter, backends, grid, harness, load_results, load_runs, ops
-from bench_suite.cases import OPS
-from bench_suite.errors import UsageError
+from bench_suite import backends, load_results, load_runs
+from bench_suite.core import grid, ops
+from bench_suite.core.cases import OPS
+from bench_suite.core.errors import UsageError
+from bench_suite.frontends import asv_adapter
+from bench_suite.measure import harness
 from tests import frontend_doubles
 
 REPO = Path(__file__).resolve().parents[1]

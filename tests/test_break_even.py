@@ -11,10 +11,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench_suite.cases import Case, is_cuda_backend, square_shape
+from bench_suite.core.cases import Case, is_cuda_backend, square_shape
 from bench_suite.report import figures, render, tables
 from bench_suite.report.format import fmt_rate
-from bench_suite.results import Measurement, Run, to_frame
+from bench_suite.store.results import Measurement, Run, to_frame
 
 # seconds per call on "gpubox", chosen so the break-even can be worked out by hand
 NUMPY_MM = {128: 1e-4, 256: 8e-4, 512: 6.4e-3, 1024: 5.1e-2}

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench_suite import cases
-from bench_suite.cases import Case, Sweep, parse_case_id
-from bench_suite.errors import UsageError
+from bench_suite.core import cases
+from bench_suite.core.cases import Case, Sweep, parse_case_id
+from bench_suite.core.errors import UsageError
 
 
 def test_case_ids_are_stable_and_round_trip() -> None:

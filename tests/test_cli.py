@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import cases, load_results
-from bench_suite.cli import create_parser, main
+from bench_suite import load_results
+from bench_suite.core import cases
+from bench_suite.frontends.cli import create_parser, main
 
 TINY = ["--sizes", "16,32", "--threads", "1", "--time-budget", "0.03", "--min-samples", "3", "--quiet",
         "--rounds", "1"]
@@ -138,7 +139,7 @@ def test_progress_in_a_log_is_one_line_per_case(tmp_path: Path, capsys: pytest.C
 
 
 def test_summary_says_which_cases_were_launch_bound(capsys: pytest.CaptureFixture[str]) -> None:
-    from bench_suite.cli import _print_summary
+    from bench_suite.frontends.cli import _print_summary
     from tests.report_data import meas, run
 
     bound = meas("hadamard", "torch-cuda", 256, 5e-6, None, extra={"launch": {"launch_bound": True}})

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench_suite import compare as cmp
-from bench_suite import stats
-from bench_suite.cases import parse_case_id
-from bench_suite.errors import UsageError
-from bench_suite.results import Measurement, Run
+from bench_suite.analysis import compare as cmp
+from bench_suite.core import stats
+from bench_suite.core.cases import parse_case_id
+from bench_suite.core.errors import UsageError
+from bench_suite.store.results import Measurement, Run
 
 # --- simulation: the targets of the issue ----------------------------------------------------
 #

@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench_suite import backends, runner
+from bench_suite import backends
+from bench_suite.analysis.compare import CompareOptions, compare
 from bench_suite.backends.base import Backend, Prepared
-from bench_suite.cases import Case, parse_case_id
-from bench_suite.cli import main
-from bench_suite.compare import CompareOptions, compare
+from bench_suite.core.cases import Case, parse_case_id
+from bench_suite.frontends.cli import main
+from bench_suite.measure import runner
 from bench_suite.report import comparison as render
-from bench_suite.results import Measurement, Run
+from bench_suite.store.results import Measurement, Run
 from tests.quiet import QuietMonitor
 
 # --- the end-to-end test -------------------------------------------------------------------
@@ -204,7 +205,7 @@ def test_json_round_trips() -> None:
 
 def test_output_file_and_format_from_suffix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base, cand = tmp_path / "b.json", tmp_path / "c.json"
-    from bench_suite.results import save_run
+    from bench_suite.store.results import save_run
 
     c = _comparison()
     assert c.has_regression
@@ -240,7 +241,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 
 @pytest.fixture()
 def good(tmp_path: Path) -> Path:
-    from bench_suite.results import save_run
+    from bench_suite.store.results import save_run
 
     path = tmp_path / "good.json"
     save_run(_runs_for_files()[0], path)

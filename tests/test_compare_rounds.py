@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from bench_suite import compare as cmp
-from bench_suite.cases import Case
-from bench_suite.results import Measurement, Round, Run
+from bench_suite.analysis import compare as cmp
+from bench_suite.core.cases import Case
+from bench_suite.store.results import Measurement, Round, Run
 
 CASES = [Case(op, "numpy", "float32", (n, n, n) if op == "matmul" else (n, n), 1)
          for op in ("matmul", "hadamard") for n in (64, 128, 256, 512, 1024, 2048, 4096, 8192)]

@@ -12,13 +12,16 @@ import pytest
 
 pytest.importorskip("torch")
 
-from bench_suite import env, gpu_options, harness, ops
 from bench_suite.backends import get_backend, torch_backend
 from bench_suite.backends.torch_backend import TorchCudaBackend, _CudaDevice, _CudaEvent
-from bench_suite.cases import OPS, Case, fixed_grad_mode, is_backward, square_shape
-from bench_suite.gpu_options import TimingOptions
-from bench_suite.runner import RunOptions, run_case
-from bench_suite.timing import EventTimer, TimingConfig
+from bench_suite.core import ops
+from bench_suite.core.cases import OPS, Case, fixed_grad_mode, is_backward, square_shape
+from bench_suite.core.timing import EventTimer, TimingConfig
+from bench_suite.env import collect as env
+from bench_suite.measure import harness
+from bench_suite.measure.gpu import options as gpu_options
+from bench_suite.measure.gpu.options import TimingOptions
+from bench_suite.measure.runner import RunOptions, run_case
 from tests.fake_torch import CAPTURE_ERROR, FakeCuda, FakeTorch
 
 FAST = TimingConfig(time_budget_s=0.03, min_samples=3, min_block_s=1e-4, warmup_s=0.0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import device_state
+from bench_suite.env import device_state
 from tests.fake_gpu_node import FakeNvml
 
 

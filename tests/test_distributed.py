@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 import bench_suite
-from bench_suite import distributed, runner
-from bench_suite.cases import Case
-from bench_suite.distributed import Publisher, gather, join
-from bench_suite.errors import UsageError
-from bench_suite.launch import RankContext
-from bench_suite.results import Measurement, Run
-from bench_suite.runset import dedupe
-from bench_suite.timing import TimingConfig
+from bench_suite.core.cases import Case
+from bench_suite.core.errors import UsageError
+from bench_suite.core.timing import TimingConfig
+from bench_suite.measure import distributed, runner
+from bench_suite.measure.distributed import Publisher, gather, join
+from bench_suite.measure.launch import RankContext
+from bench_suite.store.results import Measurement, Run
+from bench_suite.store.runset import dedupe
 
 
 class MemoryStore:

@@ -11,9 +11,13 @@ from typing import Any
 
 import pytest
 
-from bench_suite import backends, cli, device_state, doctor, roofline
-from bench_suite.doctor import DoctorConfig, FigureCheck, Finding
-from bench_suite.errors import ResultsFileError, UsageError
+from bench_suite import backends
+from bench_suite.analysis import diagnosis as doctor
+from bench_suite.analysis import roofline
+from bench_suite.analysis.diagnosis import DoctorConfig, FigureCheck, Finding
+from bench_suite.core.errors import ResultsFileError, UsageError
+from bench_suite.env import device_state
+from bench_suite.frontends import cli
 from tests.fake_gpu_node import H100, FakeGpu, FakeNvml
 
 #: A probe sized for fakes: one small matmul (its reference is cheap), a 64 MiB copy.

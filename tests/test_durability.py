@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from bench_suite import cli, load_runs
-from bench_suite.results import journal_path, read_run_file
+from bench_suite import load_runs
+from bench_suite.frontends import cli
+from bench_suite.store.results import journal_path, read_run_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ["--backends", "numpy", "--ops", "matmul,hadamard", "--sizes", "16,32,48,64",
@@ -138,10 +139,10 @@ def test_ctrl_c_just_after_a_journal_line_is_written_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The race the SIGINT test above once hit: the line is on disk, then Ctrl-C lands."""
-    from bench_suite.cases import parse_case_id
-    from bench_suite.results import RunWriter
-    from bench_suite.runner import RunInterrupted, RunOptions, run_sweep
-    from bench_suite.timing import TimingConfig
+    from bench_suite.core.cases import parse_case_id
+    from bench_suite.core.timing import TimingConfig
+    from bench_suite.measure.runner import RunInterrupted, RunOptions, run_sweep
+    from bench_suite.store.results import RunWriter
 
     original = RunWriter._append
     lines = []

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from bench_suite import cli, env
-from bench_suite.errors import UsageError
+from bench_suite.core.errors import UsageError
+from bench_suite.env import collect as env
+from bench_suite.frontends import cli
 
 # --- machine names ------------------------------------------------------------------------
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bench_suite import cli
+from bench_suite.frontends import cli
 from bench_suite.report import fleet, render
-from bench_suite.results import Run, to_frame
-from bench_suite.runset import RankStatus, RunSet, save_runset
+from bench_suite.store.results import Run, to_frame
+from bench_suite.store.runset import RankStatus, RunSet, save_runset
 from tests.report_data import meas
 
 H100, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"

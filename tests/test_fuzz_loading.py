@@ -18,12 +18,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bench_suite import cli, load_results
-from bench_suite.cases import Case
-from bench_suite.errors import BenchSuiteError
-from bench_suite.results import Measurement, journal_path
-from bench_suite.runner import RunOptions, run_sweep, start_run
-from bench_suite.timing import TimingConfig
+from bench_suite import load_results
+from bench_suite.core.cases import Case
+from bench_suite.core.errors import BenchSuiteError
+from bench_suite.core.timing import TimingConfig
+from bench_suite.frontends import cli
+from bench_suite.measure.runner import RunOptions, run_sweep, start_run
+from bench_suite.store.results import Measurement, journal_path
 
 FAST = RunOptions(timing=TimingConfig(time_budget_s=0.01, min_samples=3))
 CASES = [Case(op, "numpy", "float32", (n,) * (3 if op == "matmul" else 2), threads=1)

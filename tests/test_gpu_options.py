@@ -10,14 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench_suite import gpu_options, ops
 from bench_suite.backends import get_backend
 from bench_suite.backends.base import Availability, Backend, Prepared
-from bench_suite.cases import Case
-from bench_suite.gpu_options import NvmlSampler, TimingOptions, time_case
-from bench_suite.results import Run, to_frame
-from bench_suite.runner import RunOptions, run_case
-from bench_suite.timing import EventTimer, HostTimer, TimingConfig
+from bench_suite.core import ops
+from bench_suite.core.cases import Case
+from bench_suite.core.timing import EventTimer, HostTimer, TimingConfig
+from bench_suite.measure.gpu import options as gpu_options
+from bench_suite.measure.gpu.options import NvmlSampler, TimingOptions, time_case
+from bench_suite.measure.runner import RunOptions, run_case
+from bench_suite.store.results import Run, to_frame
 from tests.fakes import FakeClock, FakeCudaDevice, FakeWork
 
 # --- a fake GPU with a cache and graph capture --------------------------------------------
@@ -461,7 +462,7 @@ def test_reasons_nvml_cannot_report_are_unknown_not_false() -> None:
 
 
 def _ok_with_extra(extra: dict[str, Any]) -> Any:
-    from bench_suite.results import Measurement
+    from bench_suite.store.results import Measurement
 
     return Measurement(CASE, "ok", samples_s=(1e-3, 1e-3, 1e-3), number=1, extra=extra)
 
@@ -528,7 +529,7 @@ def test_nvml_absent_is_harmless(gpu: tuple[FakeClock, CachedDevice, FakeTorch],
 
 
 def test_cli_flags_reach_the_options() -> None:
-    from bench_suite import cli
+    from bench_suite.frontends import cli
 
     args = cli.create_parser().parse_args(["run", "--cuda-graphs", "--no-nvml"])
     assert cli._gpu_options(args) == TimingOptions(cuda_graphs=True, nvml=False)
@@ -540,8 +541,8 @@ def test_cli_flags_reach_the_options() -> None:
 
 def test_cold_cache_with_cuda_graphs_is_refused_in_one_line(capsys: pytest.CaptureFixture[str],
                                                              tmp_path: Any) -> None:
-    from bench_suite import cli
-    from bench_suite.errors import UsageError
+    from bench_suite.core.errors import UsageError
+    from bench_suite.frontends import cli
 
     with pytest.raises(UsageError, match="cannot be combined"):
         TimingOptions(cold_cache=True, cuda_graphs=True)
@@ -633,7 +634,7 @@ def test_real_tf32_runs_on_tensor_cores_and_is_restored() -> None:
 def test_options_travel_to_workers_and_resumed_runs() -> None:
     import dataclasses
 
-    from bench_suite import worker
+    from bench_suite.measure import worker
 
     opts = TimingOptions(cold_cache=True, nvml=False, flush_bytes=1 << 20, warmup_gpu_s=0.05,
                          nvml_interval_s=0.01)
@@ -724,7 +725,7 @@ def test_launch_bound_is_not_judged_with_a_cold_cache(gpu: tuple[FakeClock, Cach
 
 
 def test_launch_check_reads_the_sample_blocks_only() -> None:
-    from bench_suite.timing import Timing
+    from bench_suite.core.timing import Timing
 
     clock = FakeClock()
     timer = EventTimer(CachedDevice(clock, 0), host_clock=clock)

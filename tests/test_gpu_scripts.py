@@ -209,8 +209,8 @@ def test_summary_table_states_the_goals() -> None:
 
 
 def test_run_counts_read_finished_and_killed_runs(tmp_path: Path) -> None:
-    from bench_suite.cases import Case
-    from bench_suite.results import Measurement, Run, RunWriter
+    from bench_suite.core.cases import Case
+    from bench_suite.store.results import Measurement, Run, RunWriter
 
     m = Measurement(Case("hadamard", "torch-cuda", "float32", (8, 8)), "ok", samples_s=(1e-6,) * 3, number=1,
                     extra={"launch": {"launch_bound": True}})
@@ -241,7 +241,7 @@ def test_steps_past_the_deadline_are_skipped_and_the_summary_still_runs(tmp_path
 
 
 def test_summary_reads_the_tests_line_and_the_peaks(tmp_path: Path) -> None:
-    from bench_suite.roofline import Peak, PeakSet, save_peaks
+    from bench_suite.analysis.roofline import Peak, PeakSet, save_peaks
 
     out = tmp_path / "tests.txt"
     out.write_text("PASSED tests/x.py::t\n==== 41 passed, 3 skipped, 600 deselected in 30.20s ====\n")

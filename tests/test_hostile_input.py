@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from bench_suite import cli, load_results
-from bench_suite.cases import Case
-from bench_suite.errors import BenchSuiteError, ResultsFileError
-from bench_suite.results import Measurement, Run, RunWriter, journal_path
+from bench_suite import load_results
+from bench_suite.core.cases import Case
+from bench_suite.core.errors import BenchSuiteError, ResultsFileError
+from bench_suite.frontends import cli
+from bench_suite.store.results import Measurement, Run, RunWriter, journal_path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bench_suite"
 CASE = Case("matmul", "numpy", "float32", (8, 8, 8), threads=1)

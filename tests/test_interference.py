@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import interference as itf
 from bench_suite.backends import Prepared, get_backend
-from bench_suite.cases import Case, cpu_count
-from bench_suite.interference import Interference, MachineTicks, Monitor, ThreadWait, is_contended
-from bench_suite.runner import RunOptions, run_case
-from bench_suite.timing import MIN_RETAKES, HostTimer, TimingConfig, measure
+from bench_suite.core.cases import Case, cpu_count
+from bench_suite.core.timing import MIN_RETAKES, HostTimer, TimingConfig, measure
+from bench_suite.measure import interference as itf
+from bench_suite.measure.interference import Interference, MachineTicks, Monitor, ThreadWait, is_contended
+from bench_suite.measure.runner import RunOptions, run_case
 from tests.fakes import FakeClock, FakeWork
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import cli, load_runs
+from bench_suite import load_runs
 from bench_suite.backends import PLUGINS_ENV
-from bench_suite.cases import Case
-from bench_suite.isolation import IsolatedMeasure, _measurement_from, default_timeout_s, describe_exit
-from bench_suite.results import Measurement
-from bench_suite.runner import RunOptions, run_sweep
-from bench_suite.timing import TimingConfig
+from bench_suite.core.cases import Case
+from bench_suite.core.timing import TimingConfig
+from bench_suite.frontends import cli
+from bench_suite.measure.isolation import IsolatedMeasure, _measurement_from, default_timeout_s, describe_exit
+from bench_suite.measure.runner import RunOptions, run_sweep
+from bench_suite.store.results import Measurement
 from tests.faulty_backends import PID_FILE_ENV, PLUGIN, FaultyNumpy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,7 +160,7 @@ def test_a_killed_run_leaves_no_worker_behind(tmp_path: Path) -> None:
 
 
 def test_the_worker_measures_with_the_runs_options() -> None:
-    from bench_suite.gpu_options import TimingOptions
+    from bench_suite.measure.gpu.options import TimingOptions
 
     opts = RunOptions(seed=3, timing=TimingConfig(time_budget_s=0.05, min_samples=4),
                       gpu=TimingOptions(cold_cache=True))

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import backends, cli, launch
-from bench_suite.cases import ALL_CUDA, Sweep, parse_backends
-from bench_suite.errors import UsageError
-from bench_suite.launch import RankContext, from_environment
+from bench_suite import backends
+from bench_suite.core.cases import ALL_CUDA, Sweep, parse_backends
+from bench_suite.core.errors import UsageError
+from bench_suite.frontends import cli
+from bench_suite.measure import launch
+from bench_suite.measure.launch import RankContext, from_environment
 
 TORCHRUN = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
             "GROUP_RANK": "0", "MASTER_ADDR": "node1", "MASTER_PORT": "29500",

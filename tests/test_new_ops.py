@@ -12,17 +12,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench_suite import cases, env, ops, phases, roofline
+from bench_suite.analysis import roofline
 from bench_suite.backends import get_backend, torch_backend
 from bench_suite.backends.base import Phase, Prepared
 from bench_suite.backends.numpy_backend import NumpyBackend
 from bench_suite.backends.torch_backend import TorchCudaBackend
-from bench_suite.cases import Case, Sweep, parse_case_id
-from bench_suite.errors import UsageError
-from bench_suite.gpu_options import TimingOptions, time_case
-from bench_suite.results import Run, to_frame
-from bench_suite.runner import RunOptions, run_case
-from bench_suite.timing import TimingConfig
+from bench_suite.core import cases, ops
+from bench_suite.core.cases import Case, Sweep, parse_case_id
+from bench_suite.core.errors import UsageError
+from bench_suite.core.timing import TimingConfig
+from bench_suite.env import collect as env
+from bench_suite.measure import phases
+from bench_suite.measure.gpu.options import TimingOptions, time_case
+from bench_suite.measure.runner import RunOptions, run_case
+from bench_suite.store.results import Run, to_frame
 from tests.fake_torch_copies import FakeTorch
 from tests.fakes import FakeClock
 

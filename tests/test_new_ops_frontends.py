@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import asv_adapter, backends, grid, harness, load_results, load_runs
-from bench_suite.cases import OPS, Case, get_preset, parse_case_id
-from bench_suite.cli import main
+from bench_suite import backends, load_results, load_runs
+from bench_suite.core import grid
+from bench_suite.core.cases import OPS, Case, get_preset, parse_case_id
+from bench_suite.frontends import asv_adapter
+from bench_suite.frontends.cli import main
+from bench_suite.measure import harness
 from tests.test_asv_frontend import _asv, _asv_project, needs_asv
 from tests.test_pytest_plugin import BENCH_FILE, FAST, _pytest
 
@@ -176,8 +179,8 @@ def test_pytest_benchmark_times_the_new_ops_with_the_same_ids(tmp_path: Path) ->
 def test_the_quick_preset_runs_its_new_cases_on_this_machine() -> None:
     """Every newer-op case of ``quick`` that a CPU machine runs is verified here (tiny sizes:
     the preset's own shapes are the lead's to time)."""
-    from bench_suite.runner import RunOptions, run_case
-    from bench_suite.timing import TimingConfig
+    from bench_suite.core.timing import TimingConfig
+    from bench_suite.measure.runner import RunOptions, run_case
 
     fast = RunOptions(timing=TimingConfig(time_budget_s=0.02, min_samples=3, warmup_s=0))
     quick = get_preset("quick").sweep.with_filters(sizes=(16,), backends=("numpy", "torch-cpu"))

@@ -8,13 +8,13 @@ import itertools
 import numpy as np
 import pytest
 
-from bench_suite import ops
 from bench_suite.backends import get_backend
 from bench_suite.backends.base import Availability, Prepared
 from bench_suite.backends.numpy_backend import NumpyBackend
-from bench_suite.cases import DTYPES, LINK_OPS, OPS, Case, fixed_grad_mode, op_family
-from bench_suite.runner import RunOptions, run_case
-from bench_suite.timing import TimingConfig
+from bench_suite.core import ops
+from bench_suite.core.cases import DTYPES, LINK_OPS, OPS, Case, fixed_grad_mode, op_family
+from bench_suite.core.timing import TimingConfig
+from bench_suite.measure.runner import RunOptions, run_case
 
 FAST = RunOptions(seed=3, timing=TimingConfig(time_budget_s=0.02, min_samples=3, warmup_s=0,
                                               min_block_s=1e-4))

@@ -11,10 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench_suite import cli, ops, peaks, roofline
+from bench_suite.analysis import roofline
 from bench_suite.backends.base import Availability, Backend, Prepared
-from bench_suite.cases import Case
-from bench_suite.timing import HostTimer
+from bench_suite.core import ops
+from bench_suite.core.cases import Case
+from bench_suite.core.timing import HostTimer
+from bench_suite.frontends import cli
+from bench_suite.measure import peaks
 from tests.fakes import FakeClock, FakeWork
 
 #: matmul n -> nanoseconds per call on the fake CPU: 1024 is its best size.

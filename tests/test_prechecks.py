@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench_suite import ops
 from bench_suite.backends import base, torch_backend
 from bench_suite.backends.numpy_backend import NumpyBackend
 from bench_suite.backends.torch_backend import TorchCpuBackend, TorchCudaBackend
-from bench_suite.cases import Case
-from bench_suite.runner import RunOptions, run_case
-from bench_suite.timing import TimingConfig
+from bench_suite.core import ops
+from bench_suite.core.cases import Case
+from bench_suite.core.timing import TimingConfig
+from bench_suite.measure.runner import RunOptions, run_case
 
 MiB = 2**20
 FAST = RunOptions(timing=TimingConfig(time_budget_s=0.05, min_samples=5))

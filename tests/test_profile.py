@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import cli, profiling
-from bench_suite.cases import parse_case_id
-from bench_suite.errors import OutputError, UsageError
+from bench_suite.core.cases import parse_case_id
+from bench_suite.core.errors import OutputError, UsageError
+from bench_suite.frontends import cli
+from bench_suite.measure import profiling
 
 
 def test_torch_cpu_profile_writes_a_chrome_trace(tmp_path: Path) -> None:

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import grid, harness, load_results, ops, pytest_plugin
-from bench_suite.cases import parse_case_id
-from bench_suite.errors import ResultsFileError
+from bench_suite import load_results
+from bench_suite.core import grid, ops
+from bench_suite.core.cases import parse_case_id
+from bench_suite.core.errors import ResultsFileError
+from bench_suite.frontends import pytest_plugin
+from bench_suite.measure import harness
 from tests import frontend_doubles
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench_suite import cli
-from bench_suite.errors import OutputError
+from bench_suite.core.errors import OutputError
+from bench_suite.frontends import cli
 from bench_suite.report import figures, render
-from bench_suite.results import COLUMNS, save_run, to_frame
+from bench_suite.store.results import COLUMNS, save_run, to_frame
 from tests.report_data import HOSTILE, hostile_runs, meas, run, two_runs
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bench_suite.report import tables
-from bench_suite.results import to_frame
+from bench_suite.store.results import to_frame
 from tests.report_data import gpubox_measurements, laptop_measurements, meas, run, two_runs
 
 
@@ -191,8 +191,8 @@ def test_the_same_run_loaded_twice_counts_once() -> None:
 
 
 def test_dim_of_non_square_shapes() -> None:
-    from bench_suite.cases import Case
-    from bench_suite.results import Measurement
+    from bench_suite.core.cases import Case
+    from bench_suite.store.results import Measurement
 
     ms = [Measurement(Case("matmul", "numpy", "float32", (2, 4, 8), 1), "ok", samples_s=(1e-6,)),
           Measurement(Case("hadamard", "numpy", "float32", (2, 8), 1), "ok", samples_s=(1e-6,))]
@@ -233,7 +233,7 @@ def test_empty_frame_gives_empty_tables() -> None:
 
 def test_launch_bound_cases_are_listed_and_noted() -> None:
     from bench_suite.report import render
-    from bench_suite.results import to_frame
+    from bench_suite.store.results import to_frame
     from tests.report_data import meas, run
 
     bound = meas("hadamard", "torch-cuda", 256, 5e-6, None,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bench_suite import load_results, load_runs
-from bench_suite.cases import Case
-from bench_suite.errors import OutputError, ResultsFileError
-from bench_suite.results import (
+from bench_suite.core.cases import Case
+from bench_suite.core.errors import OutputError, ResultsFileError
+from bench_suite.store.results import (
     COLUMNS,
     SCHEMA,
     VERSION,

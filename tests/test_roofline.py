@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite import load_runs, roofline
-from bench_suite.cases import Case
-from bench_suite.errors import ResultsFileError
-from bench_suite.results import Measurement, Run, save_run, to_frame
-from bench_suite.roofline import Peak, PeakSet
+from bench_suite import load_runs
+from bench_suite.analysis import roofline
+from bench_suite.analysis.roofline import Peak, PeakSet
+from bench_suite.core.cases import Case
+from bench_suite.core.errors import ResultsFileError
+from bench_suite.store.results import Measurement, Run, save_run, to_frame
 
 # --- the catalogue ------------------------------------------------------------------------
 

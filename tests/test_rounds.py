@@ -9,22 +9,16 @@ from typing import Any
 
 import pytest
 
-from bench_suite import cli, load_runs, stats
+from bench_suite import load_runs
 from bench_suite.backends import PLUGINS_ENV
-from bench_suite.cases import Case
-from bench_suite.isolation import per_round_options, plan_rounds, worker_env
-from bench_suite.results import (
-    Measurement,
-    Round,
-    Run,
-    RunWriter,
-    merge_rounds,
-    read_run_file,
-    to_frame,
-)
-from bench_suite.resume import load_resumable
-from bench_suite.runner import Rounds, RunOptions, done_rounds, round_order, run_rounds, start_run
-from bench_suite.timing import TimingConfig
+from bench_suite.core import stats
+from bench_suite.core.cases import Case
+from bench_suite.core.timing import TimingConfig
+from bench_suite.frontends import cli
+from bench_suite.measure.isolation import per_round_options, plan_rounds, worker_env
+from bench_suite.measure.resume import load_resumable
+from bench_suite.measure.runner import Rounds, RunOptions, done_rounds, round_order, run_rounds, start_run
+from bench_suite.store.results import Measurement, Round, Run, RunWriter, merge_rounds, read_run_file, to_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = [Case("matmul", "numpy", "float32", (n, n, n), 1) for n in (16, 24, 32)]
@@ -182,7 +176,7 @@ def test_an_interrupted_run_of_rounds_resumes_the_missing_rounds_only(tmp_path: 
     done, _ = done_rounds(state.run.measurements)
     assert (CASES[0].id, 1) in done and (CASES[1].id, 1) not in done
     fake = FakeMeasurer()
-    from bench_suite.resume import resume_run
+    from bench_suite.measure.resume import resume_run
 
     run = resume_run(state, rounds=Rounds(3, fake))
     assert sorted(fake.calls) == sorted([(c.id, 2) for c in CASES] + [(c.id, 1) for c in CASES[1:]])
@@ -244,7 +238,7 @@ def test_bad_rounds_are_one_line_and_exit_2(value: str, capsys: pytest.CaptureFi
 def test_one_round_says_the_spread_between_runs_is_unknown(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench_suite import runner
+    from bench_suite.measure import runner
     from tests.quiet import QuietMonitor
 
     monkeypatch.setattr(runner, "Monitor", QuietMonitor)

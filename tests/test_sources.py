@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from bench_suite import load_results, load_runs, sources
-from bench_suite.cases import Case
-from bench_suite.errors import ResultsFileError
-from bench_suite.results import Measurement, Run, RunWriter, read_run_file, save_run
+from bench_suite import load_results, load_runs
+from bench_suite.core.cases import Case
+from bench_suite.core.errors import ResultsFileError
+from bench_suite.store import sources
+from bench_suite.store.results import Measurement, Run, RunWriter, read_run_file, save_run
 
 NAN = float("nan")
 COLUMNS = ["result", "params", "version", "started_at", "duration", "stats_ci_99_a", "stats_ci_99_b",

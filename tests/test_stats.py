@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bench_suite import stats
+from bench_suite.core import stats
 
 
 def test_summary_matches_numpy() -> None:

@@ -6,9 +6,9 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from bench_suite.backends import get_backend
-from bench_suite.cases import Case, cpu_count
-from bench_suite.runner import RunOptions, run_case
-from bench_suite.timing import TimingConfig
+from bench_suite.core.cases import Case, cpu_count
+from bench_suite.core.timing import TimingConfig
+from bench_suite.measure.runner import RunOptions, run_case
 
 
 def _blas_threads() -> set[int]:

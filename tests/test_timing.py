@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench_suite import timing
-from bench_suite.errors import UsageError
-from bench_suite.timing import EventTimer, HostTimer, TimingConfig, measure
+from bench_suite.core import timing
+from bench_suite.core.errors import UsageError
+from bench_suite.core.timing import EventTimer, HostTimer, TimingConfig, measure
 from tests.fakes import FakeClock, FakeCudaDevice, FakeKernel, FakeWork
 
 
@@ -62,7 +62,7 @@ def test_moderate_noise_converges_with_the_median_within_target() -> None:
     cfg = TimingConfig(target_rel_ci=0.01, time_budget_s=10)
     t = measure(work, HostTimer(clock), cfg, clock)
     assert t.stop == "converged"
-    from bench_suite import stats
+    from bench_suite.core import stats
 
     s = stats.summarize(t.samples_s)
     assert s.rel_ci <= 0.01
@@ -127,7 +127,7 @@ def test_measure_on_fake_cuda_device_converges_on_kernel_time() -> None:
     kernel = FakeKernel(dev, mean_ns=50_000, rel_noise=0.01, seed=5)
     t = measure(kernel, EventTimer(dev), TimingConfig(time_budget_s=5), clock)
     assert t.converged
-    from bench_suite import stats
+    from bench_suite.core import stats
 
     assert stats.summarize(t.samples_s).median == pytest.approx(50e-6, rel=0.01)
     assert dev.syncs >= len(t.samples_s)  # one barrier per block at least

@@ -7,8 +7,8 @@ import os
 from collections.abc import Callable
 
 from bench_suite.backends.base import Availability, Backend, Phase, Prepared
-from bench_suite.cases import ALL_CUDA, is_cuda_backend, validate_backend
-from bench_suite.errors import UsageError
+from bench_suite.core.cases import ALL_CUDA, is_cuda_backend, validate_backend
+from bench_suite.core.errors import UsageError
 
 __all__ = ["DEVICE_COUNTERS", "FACTORIES", "Availability", "Backend", "Phase", "Prepared", "device_count",
            "expand_devices", "get_backend"]

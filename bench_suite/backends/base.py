@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from bench_suite.cases import Case
-from bench_suite.timing import BlockTimer, Clock
+from bench_suite.core.cases import Case
+from bench_suite.core.timing import BlockTimer, Clock
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class Backend(ABC):
         """Wait for all work queued on the device (a no-op on the CPU)."""
 
     def timer(self, clock: Clock) -> BlockTimer:
-        from bench_suite.timing import HostTimer
+        from bench_suite.core.timing import HostTimer
 
         return HostTimer(clock, self.synchronize)
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from bench_suite import ops
 from bench_suite.backends import numpy_ops
 from bench_suite.backends.base import (
     Availability,
@@ -19,7 +18,8 @@ from bench_suite.backends.base import (
     memory_check,
     no_tf32,
 )
-from bench_suite.cases import Case, cpu_count
+from bench_suite.core import ops
+from bench_suite.core.cases import Case, cpu_count
 
 _DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 

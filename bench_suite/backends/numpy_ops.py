@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench_suite import ops
 from bench_suite.backends.base import Availability, Phase, Prepared
-from bench_suite.cases import LINK_OPS, Case
+from bench_suite.core import ops
+from bench_suite.core.cases import LINK_OPS, Case
 
 DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 OPS = frozenset({"linear", "linear_backward", "mlp_step", "bmm", "h2d", "d2h", "create"})

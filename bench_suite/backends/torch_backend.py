@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench_suite import ops
 from bench_suite.backends import torch_ops
 from bench_suite.backends.base import (
     Availability,
@@ -39,8 +38,9 @@ from bench_suite.backends.base import (
     memory_check,
     no_tf32,
 )
-from bench_suite.cases import Case, cpu_count, cuda_index, is_backward
-from bench_suite.timing import BlockTimer, Clock, EventTimer
+from bench_suite.core import ops
+from bench_suite.core.cases import Case, cpu_count, cuda_index, is_backward
+from bench_suite.core.timing import BlockTimer, Clock, EventTimer
 
 if TYPE_CHECKING:
     import torch

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from bench_suite import ops
 from bench_suite.backends.base import Availability, Phase, Prepared
-from bench_suite.cases import LINK_OPS, Case, is_cuda_backend
+from bench_suite.core import ops
+from bench_suite.core.cases import LINK_OPS, Case, is_cuda_backend
 
 OPS = frozenset({"linear", "linear_backward", "mlp_step", "bmm", "h2d", "d2h", "create"})
 _NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}

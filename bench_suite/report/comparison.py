@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench_suite.compare import CasePair, Comparison
+from bench_suite.analysis.compare import CasePair, Comparison
 from bench_suite.report.escape import html_text, md_cell, md_text
 from bench_suite.report.format import fmt_time
 
@@ -468,8 +468,8 @@ def format_for(output: str | os.PathLike[str] | None, fmt: str | None) -> str:
 
 def write_output(text: str, path: Path) -> None:
     """Write a rendered comparison atomically; an unwritable path is one OutputError line."""
-    from bench_suite.errors import OutputError
-    from bench_suite.results import atomic_write_text
+    from bench_suite.core.errors import OutputError
+    from bench_suite.store.results import atomic_write_text
 
     try:
         atomic_write_text(Path(path), text)
@@ -483,7 +483,7 @@ def render(c: Comparison, fmt: str) -> str:
         "text": render_text, "md": render_markdown, "html": render_html, "json": render_json,
     }
     if fmt not in renderers:
-        from bench_suite.errors import UsageError
+        from bench_suite.core.errors import UsageError
 
         raise UsageError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     return renderers[fmt](c)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bench_suite.cases import DTYPES, OPS
+from bench_suite.core.cases import DTYPES, OPS
 from bench_suite.report import tables
 
 if TYPE_CHECKING:

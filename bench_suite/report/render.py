@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench_suite.env import lookup
-from bench_suite.errors import OutputError
+from bench_suite.core.errors import OutputError
+from bench_suite.env.collect import lookup
 from bench_suite.report import fleet, tables
 from bench_suite.report.escape import html_text, md_cell, md_text
 from bench_suite.report.format import fmt_rate, fmt_ratio, fmt_time
-from bench_suite.results import Run, atomic_write_text, to_frame
+from bench_suite.store.results import Run, atomic_write_text, to_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -149,7 +149,7 @@ def _noise_table(runs: Sequence[Run]) -> pd.DataFrame:
     (``bench-suite calibrate``) found beside the run files; empty where there are none."""
     import pandas as pd
 
-    from bench_suite.noise import profiles_for_runs, summarize_profile
+    from bench_suite.store.noise import profiles_for_runs, summarize_profile
 
     rows = []
     for machine, profile in profiles_for_runs(runs).items():
@@ -322,7 +322,7 @@ def _pct_of_peak(r: Any) -> list[str]:
 def _op_axes(op: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """The key columns an op's tables need beyond dtype, size and threads: its grad mode
     where it has both, and its variant (activation, host memory, where created) if any."""
-    from bench_suite.cases import OP_INFO, fixed_grad_mode, variant_axis
+    from bench_suite.core.cases import OP_INFO, fixed_grad_mode, variant_axis
 
     if op not in OP_INFO:  # an op from another version of the suite
         return ([] if tables.is_backward_op(op) else [("grad_mode", "grad mode")]), []
@@ -332,7 +332,7 @@ def _op_axes(op: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
 
 
 def _op_sections(rep: Report) -> list[Section]:
-    from bench_suite.cases import BACKENDS, OPS
+    from bench_suite.core.cases import BACKENDS, OPS
 
     out = []
     tt, sp, sc = rep.tables["time"], rep.tables["speedup"], rep.tables["scaling"]
@@ -477,7 +477,7 @@ def _break_even_section(rep: Report) -> Section | None:
 
 
 def _autograd_section(rep: Report) -> Section | None:
-    from bench_suite.cases import BACKENDS
+    from bench_suite.core.cases import BACKENDS
 
     found = []
     bf = rep.tables["backward_forward"]

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from bench_suite import roofline
-from bench_suite.cases import DTYPES
+from bench_suite.analysis import roofline
+from bench_suite.core.cases import DTYPES
 from bench_suite.report import render
 from bench_suite.report.figures import MARKERS, backend_colour, register, safe_text
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from bench_suite.results import Run
+    from bench_suite.store.results import Run
 
 _DTYPE_MARKERS = {d: MARKERS[i % len(MARKERS)] for i, d in enumerate(DTYPES)}
 _ROOF_GREYS = ("0.15", "0.45", "0.6", "0.3")

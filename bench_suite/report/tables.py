@@ -22,15 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bench_suite.cases import (
-    BACKENDS,
-    OP_RATE,
-    OPS,
-    fixed_grad_mode,
-    is_backward,
-    is_cuda_backend,
-    variant_axis,
-)
+from bench_suite.core.cases import BACKENDS, OP_RATE, OPS, fixed_grad_mode, is_backward, is_cuda_backend, variant_axis
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,0 +1,1 @@
+"""The ways in: the command line, asv and pytest-benchmark. They parse, call and print."""

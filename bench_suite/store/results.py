@@ -1,0 +1,940 @@
+"""Measurement and Run records, their JSON format, durable writing, loading and the frame.
+
+Format history (bump ``VERSION`` and add a line on every incompatible change):
+
+* version 1: ``{"schema": "bench-suite/run", "version": 1, "run_id", "machine", "created_at",
+  "finished_at", "complete", "env", "config", "measurements": [...]}``; each measurement holds
+  its case, status, reason, raw per-call ``samples_s`` and the figures of its verification.
+* version 2: a measurement's samples are kept per *round* (one pass of the sweep in one
+  process): ``"rounds": [{"index", "samples_s", "number", "warmup_calls", "stop",
+  "started_at", "wall_s", "contention", "steal", "wait_frac", "retaken", "contended"}, ...]``
+  replaces the measurement's ``samples_s``/``number``/``warmup_calls``/``stop``. Version 1
+  files still load: their samples become one round.
+
+A run's journal holds one line per *round* of a case; the loader merges the lines of a case
+into one measurement (:func:`merge_rounds`), as the final file holds it.
+
+While a run is in progress it lives in a *journal* beside the final file
+(``<run>.json.journal``): JSON Lines, a header line then one line per measurement, each
+appended with flush and fsync, so a crash or a kill loses at most the case in flight. When
+the run ends the final file is written atomically (temporary file, fsync, rename) and the
+journal removed. The loader reads both, and tolerates a torn last line in a journal.
+
+Statistics are never stored: they are derived from the raw samples in one place
+(:attr:`Measurement.summary`), so every front end and report agrees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import stat
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from bench_suite.core import ops, stats
+from bench_suite.core.cases import Case, is_cuda_backend
+from bench_suite.core.errors import BenchSuiteError, OutputError, ResultsFileError
+from bench_suite.env.collect import lookup
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SCHEMA = "bench-suite/run"
+VERSION = 2
+#: Versions the loader reads (older ones are converted on load).
+READABLE_VERSIONS = (1, 2)
+JOURNAL_SUFFIX = ".journal"
+STATUSES = ("ok", "failed", "skipped")
+MAX_SAMPLES_IN_FILE = 10_000_000
+#: Longest per-call time a file may hold (11.6 days): beyond it a value is corrupt, not slow,
+#: and sums of such values would overflow the statistics.
+MAX_SAMPLE_S = 1e6
+#: Largest file the loader reads: MAX_SAMPLES_IN_FILE samples at ~25 bytes each, and more.
+MAX_FILE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of a case: its samples, taken in one process, and what disturbed them.
+
+    Rounds are the unit of replication: a fresh process varies memory layout, thread
+    placement and import state as separate runs do, so the spread *between* rounds is the
+    run-to-run spread that one process's samples cannot show.
+    """
+
+    samples_s: tuple[float, ...] = ()  # per-call seconds, one per sample
+    number: int = 0  # calls per sample
+    warmup_calls: int = 0
+    stop: str = ""  # converged | budget | max_samples
+    index: int = 0  # the round's place in its run (0-based)
+    started_at: str = ""
+    wall_s: float = 0.0  # the sampling window
+    contention: float | None = None  # other processes' CPU, cores (None: not measured)
+    steal: float | None = None  # hypervisor steal, cores
+    wait_frac: float | None = None  # our threads' run-queue wait per wall second
+    retaken: int = 0  # disturbed samples thrown away and taken again
+    contended: bool = False  # other work still held cores this case needed
+
+    @property
+    def median(self) -> float:
+        return stats.quantile(sorted(self.samples_s), 0.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "samples_s": list(self.samples_s), "number": self.number,
+            "warmup_calls": self.warmup_calls, "stop": self.stop, "started_at": self.started_at,
+            "wall_s": self.wall_s, "contention": self.contention, "steal": self.steal,
+            "wait_frac": self.wait_frac, "retaken": self.retaken, "contended": self.contended,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Round:
+        v = _Validator(where)
+        d = v.obj(data)
+        return cls(
+            samples_s=tuple(v.floats(d, "samples_s")),
+            number=v.int_(d, "number", 0),
+            warmup_calls=v.int_(d, "warmup_calls", 0),
+            stop=v.str_(d, "stop", ""),
+            index=v.int_(d, "index", 0),
+            started_at=v.str_(d, "started_at", ""),
+            wall_s=v.num(d, "wall_s", 0.0),
+            contention=v.opt_num(d, "contention"),
+            steal=v.opt_num(d, "steal"),
+            wait_frac=v.opt_num(d, "wait_frac"),
+            retaken=v.int_(d, "retaken", 0),
+            contended=v.bool_(d, "contended", False),
+        )
+
+
+def _stop_of(rounds: Sequence[Round]) -> str:
+    """How a measurement's sampling stopped: converged only if every round did."""
+    return next((r.stop for r in rounds if r.stop != "converged"), "converged" if rounds else "")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The record of one case: raw samples plus what was checked. Immutable.
+
+    The samples are kept per round (``rounds``). ``samples_s``, ``number``,
+    ``warmup_calls`` and ``stop`` are the view over all rounds (all samples in round order,
+    the first round's calls per sample, the calls warmed up, how sampling stopped); a
+    measurement made from ``samples_s`` alone has them as its one round.
+    """
+
+    case: Case
+    status: str  # "ok" | "failed" | "skipped"
+    reason: str = ""
+    samples_s: tuple[float, ...] = ()  # per-call seconds, one per sample
+    number: int = 0  # calls per sample
+    warmup_calls: int = 0
+    stop: str = ""  # why sampling stopped: converged | budget | max_samples
+    rel_error: float | None = None  # ‖out - ref‖ / ‖ref‖ against float64 numpy
+    tolerance: float | None = None
+    check: str = ""  # how the result was checked: full | projection
+    threads: int | None = None  # thread count in force while timing, read back
+    peak_mem_bytes: int | None = None
+    device_name: str = ""
+    started_at: str = ""
+    wall_s: float = 0.0  # host seconds spent on the case, verification included
+    #: Statistics given by a foreign source (asv, pytest-benchmark) that kept no raw samples.
+    given_summary: stats.Summary | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    rounds: tuple[Round, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+        if self.rounds:  # the rounds are the record; the flat view is derived from them
+            rounds = tuple(self.rounds)
+            object.__setattr__(self, "rounds", rounds)
+            object.__setattr__(self, "samples_s", tuple(x for r in rounds for x in r.samples_s))
+            object.__setattr__(self, "number", rounds[0].number)
+            object.__setattr__(self, "warmup_calls", sum(r.warmup_calls for r in rounds))
+            object.__setattr__(self, "stop", _stop_of(rounds))
+        elif self.samples_s:
+            object.__setattr__(self, "samples_s", tuple(self.samples_s))
+            object.__setattr__(self, "rounds", (Round(
+                self.samples_s, self.number, self.warmup_calls, self.stop,
+                started_at=self.started_at),))
+
+    @property
+    def id(self) -> str:
+        return self.case.id
+
+    @property
+    def usable_rounds(self) -> tuple[Round, ...]:
+        """The rounds with samples that no other work disturbed (all of them, if every round
+        was contended: the figures are then flagged, not hidden)."""
+        with_samples = tuple(r for r in self.rounds if r.samples_s)
+        clean = tuple(r for r in with_samples if not r.contended)
+        return clean or with_samples
+
+    @property
+    def contended(self) -> bool:
+        """Some round was timed while other work held cores the case needed."""
+        return any(r.contended for r in self.rounds)
+
+    @property
+    def contention(self) -> float | None:
+        """Other processes' CPU plus steal, in cores, per wall second of sampling (the
+        wall-weighted mean over rounds); None where it was not measured."""
+        known = [r for r in self.rounds if r.contention is not None and r.wall_s > 0]
+        wall = math.fsum(r.wall_s for r in known)
+        if not known or wall <= 0:
+            return None
+        return math.fsum((r.contention + (r.steal or 0.0)) * r.wall_s for r in known) / wall
+
+    @property
+    def round_medians(self) -> tuple[float, ...]:
+        """Each usable round's median per-call time: the values run-to-run spread is judged by."""
+        return tuple(r.median for r in self.usable_rounds)
+
+    @property
+    def bimodal(self) -> bool:
+        """The rounds fall into two groups far apart (``stats.two_groups``)."""
+        return stats.two_groups(self.round_medians) is not None
+
+    @cached_property
+    def summary(self) -> stats.Summary:
+        """Within one round: the samples. Over several: the rounds' medians, so that the
+        median's interval (the "±") is the spread between rounds, not within a process."""
+        if len(self.usable_rounds) >= 2:
+            return stats.summarize(self.round_medians)
+        if self.samples_s or self.given_summary is None:
+            return stats.summarize(self.usable_rounds[0].samples_s if self.usable_rounds else ())
+        return self.given_summary
+
+    @property
+    def flops(self) -> int:
+        return ops.flops(self.case)
+
+    @property
+    def bytes(self) -> int:
+        return ops.bytes_moved(self.case)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "case_id": self.case.id,
+            "case": self.case.to_dict(),
+            "status": self.status,
+            "reason": self.reason,
+            "rounds": [r.to_dict() for r in self.rounds],
+            "rel_error": self.rel_error,
+            "tolerance": self.tolerance,
+            "check": self.check,
+            "threads": self.threads,
+            "peak_mem_bytes": self.peak_mem_bytes,
+            "device_name": self.device_name,
+            "started_at": self.started_at,
+            "wall_s": self.wall_s,
+            "extra": dict(self.extra),
+        }
+        if self.given_summary is not None:
+            # Foreign sources leave some statistics unknown (NaN): null in JSON, NaN again on load.
+            out["given_summary"] = json_safe({
+                k: getattr(self.given_summary, k) for k in stats.Summary.__dataclass_fields__
+            })
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "measurement") -> Measurement:
+        v = _Validator(where)
+        d = v.obj(data)
+        try:
+            case = Case.from_dict(d.get("case"))
+        except BenchSuiteError as exc:
+            raise ResultsFileError(f"{where}.case: {exc}") from None
+        case_id = d.get("case_id", case.id)
+        if case_id != case.id:
+            raise ResultsFileError(f"{where}: case_id {case_id!r} does not match its case ({case.id})")
+        status = v.str_(d, "status")
+        if status not in STATUSES:
+            raise ResultsFileError(f"{where}.status: {status!r} is not one of {', '.join(STATUSES)}")
+        if "rounds" in d:  # version 2
+            raw = d["rounds"]
+            if not isinstance(raw, list):
+                raise ResultsFileError(f"{where}.rounds: expected a list of rounds")
+            rounds = tuple(Round.from_dict(r, f"{where}.rounds[{i}]") for i, r in enumerate(raw))
+        else:  # version 1: the samples are one round
+            samples = v.floats(d, "samples_s")
+            rounds = (Round(tuple(samples), v.int_(d, "number", 0), v.int_(d, "warmup_calls", 0),
+                            v.str_(d, "stop", ""), started_at=v.str_(d, "started_at", "")),
+                      ) if samples else ()
+        if sum(len(r.samples_s) for r in rounds) > MAX_SAMPLES_IN_FILE:
+            raise ResultsFileError(f"{where}: too many samples")
+        if status == "ok" and not any(r.samples_s for r in rounds) and "given_summary" not in d:
+            raise ResultsFileError(f"{where}: status ok but no samples")
+        given = None
+        if "given_summary" in d:
+            g = v.obj(d["given_summary"], "given_summary")
+            try:
+                given = stats.Summary(**{
+                    k: (v.int_(g, k) if k == "n" else v.num(g, k, allow_nan=True))
+                    for k in stats.Summary.__dataclass_fields__
+                })
+            except TypeError:
+                raise ResultsFileError(f"{where}.given_summary: malformed") from None
+        return cls(
+            case=case,
+            status=status,
+            reason=v.str_(d, "reason", ""),
+            rel_error=v.opt_num(d, "rel_error"),
+            tolerance=v.opt_num(d, "tolerance"),
+            check=v.str_(d, "check", ""),
+            threads=v.opt_int(d, "threads"),
+            peak_mem_bytes=v.opt_int(d, "peak_mem_bytes"),
+            device_name=v.str_(d, "device_name", ""),
+            started_at=v.str_(d, "started_at", ""),
+            wall_s=v.num(d, "wall_s", 0.0),
+            given_summary=given,
+            extra=v.obj(d.get("extra", {}), "extra"),
+            rounds=rounds,
+        )
+
+
+def merge_rounds(parts: Sequence[Measurement]) -> Measurement:
+    """One measurement from the per-round measurements of one case, in the order given.
+
+    The rounds are concatenated. Verification figures, threads and device come from the
+    first round that has them. Any failed round fails the case (its reason names the round),
+    keeping the rounds that were measured: a case that crashed in one process of five is not
+    a result to trust. All skipped: skipped.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    if len(parts) == 1:
+        return parts[0]
+    ids = {m.id for m in parts}
+    if len(ids) != 1:
+        raise ValueError(f"cannot merge different cases: {sorted(ids)}")
+    rounds = tuple(r for m in parts for r in m.rounds)
+    failed = [m for m in parts if m.status == "failed"]
+    ok = [m for m in parts if m.status == "ok"]
+    first = ok[0] if ok else (failed[0] if failed else parts[0])
+    if failed:
+        where = ", ".join(str(_round_label(m)) for m in failed)
+        status, reason = "failed", f"round {where}: {failed[0].reason}"[:500]
+    elif ok:
+        status, reason = "ok", ""
+    else:
+        status, reason = "skipped", parts[0].reason
+    peaks = [m.peak_mem_bytes for m in parts if m.peak_mem_bytes is not None]
+    return Measurement(
+        case=first.case, status=status, reason=reason,
+        rel_error=first.rel_error, tolerance=first.tolerance, check=first.check,
+        threads=first.threads, peak_mem_bytes=max(peaks) if peaks else None,
+        device_name=first.device_name, started_at=min(m.started_at for m in parts),
+        wall_s=math.fsum(m.wall_s for m in parts), given_summary=first.given_summary,
+        extra=first.extra, rounds=rounds,
+    )
+
+
+def _round_label(m: Measurement) -> int | str:
+    return m.rounds[0].index + 1 if m.rounds else "?"
+
+
+def merge_by_case(ms: Iterable[Measurement]) -> tuple[Measurement, ...]:
+    """Measurements of the same case merged into one (its rounds), in first-seen order."""
+    groups: dict[str, list[Measurement]] = {}
+    for m in ms:
+        groups.setdefault(m.id, []).append(m)
+    return tuple(merge_rounds(g) for g in groups.values())
+
+
+@dataclass(frozen=True)
+class Run:
+    """One sweep on one machine: its environment and its measurements."""
+
+    run_id: str
+    machine: str
+    created_at: str
+    env: Mapping[str, Any]
+    config: Mapping[str, Any]
+    measurements: tuple[Measurement, ...]
+    finished_at: str = ""
+    complete: bool = True
+    source: str = "bench-suite"  # or "asv", "pytest-benchmark"
+    path: str = field(default="", compare=False)
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "run_id": self.run_id,
+            "machine": self.machine,
+            "created_at": self.created_at,
+            "env": dict(self.env),
+            "config": dict(self.config),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.header()
+        out["finished_at"] = self.finished_at
+        out["complete"] = self.complete
+        out["source"] = self.source
+        out["measurements"] = [m.to_dict() for m in self.measurements]
+        return out
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+def _dumps(obj: Any) -> str:
+    # allow_nan=False: NaN is not JSON, and a file other tools cannot read is a lost result.
+    return json.dumps(obj, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+def journal_path(path: Path) -> Path:
+    return path.with_name(path.name + JOURNAL_SUFFIX)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        _chmod_default(fd)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _chmod_default(fd: int) -> None:
+    """mkstemp makes files private (0600); give run files the mode ``open`` would (umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError, AttributeError):
+        os.fchmod(fd, 0o666 & ~umask)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class RunWriter:
+    """Appends measurements to a journal as they come, then writes the final file atomically.
+
+    Opening the writer creates the folder and the journal at once, so an unwritable output
+    path fails before anything is measured.
+    """
+
+    def __init__(self, path: Path, header: Run):
+        self.path = Path(path)
+        self.journal = journal_path(self.path)
+        self._header = header
+        self.measurements: list[Measurement] = list(header.measurements)
+        self._fh: IO[str] | None = None
+        if self.path.is_dir():
+            raise OutputError(f"cannot write results to {self.path}: it is a folder")
+        # The header and any measurements carried over (a resumed run) go to a temporary file
+        # that replaces the journal only when complete: resuming from a journal never
+        # truncates the one copy of its measurements.
+        lines = [header.header(), *({"measurement": m.to_dict()} for m in self.measurements)]
+        tmp = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.journal.name}.", suffix=".tmp", dir=self.path.parent)
+            self._fh = os.fdopen(fd, "w", encoding="utf-8")
+            _chmod_default(fd)
+            self._fh.write("".join(_dumps(obj) + "\n" for obj in lines))
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            os.replace(tmp, self.journal)
+        except BaseException as exc:
+            self.close()
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write results to {self.path}: {exc.strerror or exc}") from None
+            raise
+        _fsync_dir(self.path.parent)
+
+    def _append(self, obj: Mapping[str, Any]) -> None:
+        if self._fh is None:
+            raise RuntimeError(f"{self.journal} is closed")
+        try:
+            self._fh.write(_dumps(obj) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:  # a full disk: stop, the journal keeps what was written before
+            raise OutputError(f"cannot append to {self.journal}: {exc.strerror or exc}") from None
+
+    def add(self, m: Measurement) -> None:
+        line = {"measurement": m.to_dict()}
+        # Memory first: a Ctrl-C that lands after the journal line is written but before this
+        # list holds it would otherwise leave it out of the final file, which replaces the
+        # journal (a torn journal line does no harm: the journal is removed on finishing).
+        self.measurements.append(m)
+        self._append(line)
+
+    @property
+    def env(self) -> Mapping[str, Any]:
+        return self._header.env
+
+    def update_env(self, **entries: Any) -> None:
+        """Add entries to the environment the final file records (what a round's worker
+        process reported of itself, such as torch's details, which the parent never imports)."""
+        self._header = replace(self._header, env={**self._header.env, **entries})
+
+    def run(self, finished_at: str = "", complete: bool = True) -> Run:
+        h = self._header
+        return Run(h.run_id, h.machine, h.created_at, h.env, h.config, merge_by_case(self.measurements),
+                   finished_at, complete, h.source, str(self.path))
+
+    def finish(self, finished_at: str, complete: bool = True) -> Run:
+        """Write the final file atomically and drop the journal."""
+        run = self.run(finished_at, complete)
+        try:
+            atomic_write_text(self.path, json.dumps(run.to_dict(), allow_nan=False, indent=1) + "\n")
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {self.path} ({exc.strerror or exc}); the measurements are in {self.journal}"
+            ) from None
+        self.close()
+        with contextlib.suppress(OSError):
+            self.journal.unlink()
+        return run
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def save_run(run: Run, path: Path) -> None:
+    atomic_write_text(Path(path), json.dumps(run.to_dict(), allow_nan=False, indent=1) + "\n")
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses as inf: reject it here, so no infinity hides in env, config or extra and
+    # breaks a later strict write (a resumed run re-writes them).
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def parse_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ResultsFileError(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and int-digit limits are ValueErrors
+        msg = str(exc).splitlines()[0]
+        raise ResultsFileError(f"{where}: not valid JSON ({msg}); truncated or not a run file?") from None
+
+
+def read_text(path: Path) -> str:
+    try:
+        # A FIFO or a device (/dev/zero) would block or never end: regular files only (opened
+        # without blocking, to look first), no bigger than the largest run file can be.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as fh:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise ResultsFileError(f"{path}: is a folder, not a file")
+            if not stat.S_ISREG(info.st_mode):
+                raise ResultsFileError(f"{path}: not a regular file (a pipe or a device?)")
+            if info.st_size > MAX_FILE_BYTES:
+                raise ResultsFileError(f"{path}: {info.st_size / 2**30:.1f} GiB is too large for a run file")
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ResultsFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ResultsFileError(f"{path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise ResultsFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ResultsFileError(f"{path}: not a text file (binary data)") from None
+
+
+def run_from_dict(data: Any, where: str, path: str = "", merge: bool = False) -> Run:
+    """Validate a decoded run document; every problem becomes one ResultsFileError line.
+
+    ``merge``: measurements of the same case are rounds of one (a journal's lines); a final
+    file already holds one measurement per case, and any it holds twice are kept apart.
+    """
+    check_header(data, where)
+    v = _Validator(where)
+    raw = data.get("measurements")
+    if not isinstance(raw, list):
+        raise ResultsFileError(f"{where}: 'measurements' must be a list")
+    ms = tuple(Measurement.from_dict(m, f"{where}: measurements[{i}]") for i, m in enumerate(raw))
+    if merge:
+        ms = merge_by_case(ms)
+    return Run(
+        run_id=v.str_(data, "run_id"),
+        machine=v.str_(data, "machine"),
+        created_at=v.str_(data, "created_at", ""),
+        env=v.obj(data.get("env", {}), "env"),
+        config=v.obj(data.get("config", {}), "config"),
+        measurements=ms,
+        finished_at=v.str_(data, "finished_at", ""),
+        complete=v.bool_(data, "complete", True),
+        source=v.str_(data, "source", "bench-suite"),
+        path=path,
+    )
+
+
+def check_header(data: Any, where: str) -> None:
+    if not isinstance(data, dict) or "schema" not in data:
+        raise ResultsFileError(f"{where}: not a bench-suite run file (no 'schema' field)")
+    if data["schema"] != SCHEMA:
+        raise ResultsFileError(f"{where}: schema {data['schema']!r} is not {SCHEMA!r}")
+    version = data.get("version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise ResultsFileError(
+            f"{where}: run file version {version!r}; this bench-suite reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )
+
+
+def read_journal(text: str, where: str, path: str = "") -> Run:
+    """A run from a journal: the header line, then measurements; a torn last line is dropped
+    (it is the line being written when the process died)."""
+    lines = text.split("\n")
+    if not lines or not lines[0].strip():
+        raise ResultsFileError(f"{where}: empty journal")
+    header = parse_json(lines[0], f"{where}: line 1")
+    check_header(header, f"{where}: line 1")
+    body: list[Any] = []
+    for i, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            entry = parse_json(line, f"{where}: line {i}")
+        except ResultsFileError:
+            if i == len(lines) or (i == len(lines) - 1 and not lines[-1].strip()):
+                break  # the torn tail of a killed writer
+            raise
+        if not isinstance(entry, dict) or "measurement" not in entry:
+            raise ResultsFileError(f"{where}: line {i}: not a measurement entry")
+        body.append(entry["measurement"])
+    doc = dict(header, measurements=body, complete=False)
+    return run_from_dict(doc, where, path, merge=True)
+
+
+def read_run_file(path: Path) -> Run:
+    path = Path(path)
+    text = read_text(path)
+    if path.name.endswith(JOURNAL_SUFFIX):
+        return read_journal(text, str(path), str(path))
+    return run_from_dict(parse_json(text, str(path)), str(path), str(path))
+
+
+# --- the frame ----------------------------------------------------------------------------
+
+#: Columns of :func:`to_frame`, in order. Times in seconds, rates in GFLOP/s and GB/s.
+COLUMNS: tuple[str, ...] = (
+    "run_id", "machine", "source", "case_id", "op", "backend", "device", "device_name",
+    "dtype", "m", "k", "n", "size", "threads", "threads_label", "grad_mode", "status", "reason",
+    "median_s", "q1_s", "q3_s", "ci_low_s", "ci_high_s", "min_s", "mean_s", "n_samples",
+    "number", "rel_ci", "noisy", "converged", "flops", "bytes", "intensity", "gflops", "gbps",
+    "rel_error", "tolerance", "peak_mem_bytes", "wall_s", "commit", "created_at",
+    "throttled", "power_capped", "launch_bound", "rounds", "contention", "contended", "retaken",
+    "bimodal", "rank", "host", "device_index",
+    # the op's variant (activation, host memory, where created; "" for ops without one) and a
+    # training step's phases (median seconds of each, timed on its own; NaN elsewhere)
+    "variant", *(f"phase_{p}_s" for p in ("forward", "backward", "update")),
+)
+
+
+def _row(run: Run, m: Measurement) -> dict[str, Any]:
+    c = m.case
+    s = m.summary
+    ok = m.status == "ok" and s.n > 0 and s.median > 0
+    median = s.median if ok else math.nan
+    cuda = is_cuda_backend(c.backend)
+    cores = _env_cores(run.env)
+    threads = m.threads if m.threads is not None else (None if cuda else (c.threads or cores))
+    return {
+        "run_id": run.run_id,
+        "machine": run.machine,
+        "source": run.source,
+        "case_id": c.id,
+        "op": c.op,
+        "backend": c.backend,
+        "device": f"cuda:{_cuda_index(c.backend)}" if cuda else "cpu",
+        "device_name": m.device_name,
+        "dtype": c.dtype,
+        "m": c.m,
+        "k": c.k,
+        "n": c.n,
+        "size": c.size_label,
+        "threads": threads,
+        "threads_label": c.threads_label,
+        "grad_mode": c.grad_mode,
+        "status": m.status,
+        "reason": m.reason,
+        "median_s": median,
+        "q1_s": s.q1 if ok else math.nan,
+        "q3_s": s.q3 if ok else math.nan,
+        "ci_low_s": s.ci_low if ok else math.nan,
+        "ci_high_s": s.ci_high if ok else math.nan,
+        "min_s": s.min if ok else math.nan,
+        "mean_s": s.mean if ok else math.nan,
+        "n_samples": len(m.samples_s) if m.samples_s else s.n,
+        "number": m.number,
+        "rel_ci": s.rel_ci if ok else math.nan,
+        "noisy": bool(ok and s.noisy),
+        "converged": m.stop == "converged",
+        "flops": m.flops,
+        "bytes": m.bytes,
+        "intensity": m.flops / m.bytes,
+        "gflops": _rate(m.flops, median) if ok else math.nan,
+        "gbps": _rate(m.bytes, median) if ok else math.nan,
+        "rel_error": m.rel_error if m.rel_error is not None else math.nan,
+        "tolerance": m.tolerance if m.tolerance is not None else math.nan,
+        "peak_mem_bytes": m.peak_mem_bytes,
+        "wall_s": m.wall_s,
+        "commit": _env_commit(run.env),
+        "created_at": run.created_at,
+        "throttled": _gpu_flag(m.extra, "nvml", "throttled"),
+        "power_capped": _gpu_flag(m.extra, "nvml", "power_capped"),
+        "launch_bound": _gpu_flag(m.extra, "launch", "launch_bound"),
+        "rounds": len(m.usable_rounds),
+        "contention": m.contention if m.contention is not None else math.nan,
+        "contended": m.contended,
+        "retaken": sum(r.retaken for r in m.rounds),
+        "bimodal": bool(ok and m.bimodal),
+        **_placement(run, c.backend),
+        "variant": c.variant,
+        **_phase_medians(m.extra),
+    }
+
+
+def _placement(run: Run, backend: str) -> dict[str, Any]:
+    """Where a measurement ran, for fleets: ``rank`` in a torchrun/srun launch (else None),
+    ``host`` (the host name the run recorded) and ``device_index``: the CUDA index for a GPU
+    case; for a CPU case of a launch, the rank's local index (its share of the host's cores)."""
+    dist = lookup(run.config, "distributed")
+    rank, local = lookup(dist, "rank"), lookup(dist, "local_rank")
+    host = lookup(dist, "host") or lookup(run.env, "hostname")
+    if is_cuda_backend(backend):
+        index: Any = _cuda_index(backend)
+    else:
+        index = local
+    return {
+        "rank": rank if _count(rank) else None,
+        "host": host if isinstance(host, str) else "",
+        "device_index": index if _count(index) else None,
+    }
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 31
+
+
+def _phase_medians(extra: Mapping[str, Any]) -> dict[str, float]:
+    """Median seconds of each phase in ``extra["phases"]`` (``phases.time_phases``); NaN for a
+    phase not timed. ``extra`` is free-form and from a file: read defensively."""
+    phases = extra.get("phases") if isinstance(extra, Mapping) else None
+    out = {}
+    for name in ("forward", "backward", "update"):
+        entry = phases.get(name) if isinstance(phases, Mapping) else None
+        samples = entry.get("samples_s") if isinstance(entry, Mapping) else None
+        ok = isinstance(samples, list) and samples and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+            for x in samples)
+        out[f"phase_{name}_s"] = stats.quantile(sorted(float(x) for x in samples), 0.5) if ok else math.nan
+    return out
+
+
+def _rate(work: int, seconds: float) -> float:
+    """Work per second in units of 1e9; NaN where a (subnormal) time makes it infinite."""
+    try:
+        rate = work / seconds / 1e9
+    except (ZeroDivisionError, OverflowError):
+        return math.nan
+    return rate if math.isfinite(rate) else math.nan
+
+
+def _cuda_index(backend: str) -> int:
+    from bench_suite.core.cases import cuda_index
+
+    return cuda_index(backend)
+
+
+def _env_cores(env: Mapping[str, Any]) -> int | None:
+    value = lookup(env, "cpu", "usable_cores")
+    # env is free-form: a count beyond any machine (or a negative one) is no count at all
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 1 << 20
+    return value if ok else None
+
+
+def _gpu_flag(extra: Mapping[str, Any], section: str, key: str) -> bool | None:
+    """A flag ``gpu_options`` recorded in ``extra[section][key]``: True or False, else None
+    (not recorded, or not known). ``nvml.throttled``: thermal or hardware slowdown while the
+    case was timed; ``nvml.power_capped``: the card held its power limit (not throttling);
+    ``launch.launch_bound``: the events timed the host's launches, not the kernels."""
+    part = extra.get(section) if isinstance(extra, Mapping) else None
+    value = part.get(key) if isinstance(part, Mapping) else None
+    return value if isinstance(value, bool) else None
+
+
+def _env_commit(env: Mapping[str, Any]) -> str:
+    value = lookup(env, "git", "commit")
+    return value if isinstance(value, str) else ""
+
+
+def to_frame(runs: Iterable[Run]) -> pd.DataFrame:
+    """One tidy row per measurement: what every table, figure and ``--csv`` is built from."""
+    import pandas as pd
+
+    rows = [_row(run, m) for run in runs for m in run.measurements]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    for col in ("k", "threads", "peak_mem_bytes", "m", "n", "n_samples", "number", "rounds", "retaken",
+                "rank", "device_index"):
+        # from the Python ints, not through float64: exact above 2**53, no overflow near 2**63
+        frame[col] = pd.array([row[col] for row in rows], dtype="Int64")
+    for col in ("noisy", "converged", "contended", "bimodal"):
+        frame[col] = frame[col].astype(bool)
+    for col in ("throttled", "power_capped", "launch_bound"):  # NA: unknown or not a GPU case
+        frame[col] = pd.array([row[col] for row in rows], dtype="boolean")
+    return frame
+
+
+# --- validation helpers -------------------------------------------------------------------
+
+
+class _Validator:
+    """Typed field access with messages that say where in the file the problem is."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def _fail(self, key: str, what: str) -> ResultsFileError:
+        return ResultsFileError(f"{self.where}.{key}: {what}")
+
+    def obj(self, value: Any, key: str = "") -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ResultsFileError(
+                f"{self.where}{'.' + key if key else ''}: expected an object, got {type(value).__name__}"
+            )
+        return value
+
+    def str_(self, d: Mapping[str, Any], key: str, default: str | None = None) -> str:
+        if key not in d and default is not None:
+            return default
+        value = d.get(key)
+        if not isinstance(value, str):
+            raise self._fail(key, f"expected a string, got {type(value).__name__}")
+        if len(value) > 100_000:
+            raise self._fail(key, "string too long")
+        return value
+
+    def bool_(self, d: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = d.get(key, default)
+        if not isinstance(value, bool):
+            raise self._fail(key, f"expected true or false, got {type(value).__name__}")
+        return value
+
+    def int_(self, d: Mapping[str, Any], key: str, default: int | None = None) -> int:
+        if key not in d and default is not None:
+            return default
+        value = d.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+            raise self._fail(key, f"expected a count 0..2**63, got {_show(value)}")
+        return value
+
+    def opt_int(self, d: Mapping[str, Any], key: str) -> int | None:
+        return None if d.get(key) is None else self.int_(d, key)
+
+    def num(self, d: Mapping[str, Any], key: str, default: float | None = None,
+            allow_nan: bool = False) -> float:
+        if key not in d and default is not None:
+            return default
+        value = d.get(key)
+        if value is None and allow_nan:
+            return math.nan
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise self._fail(key, f"expected a number, got {_show(value)}")
+        value = _as_float(value)
+        if not math.isfinite(value):
+            raise self._fail(key, "number out of range")
+        return value
+
+    def opt_num(self, d: Mapping[str, Any], key: str) -> float | None:
+        return None if d.get(key) is None else self.num(d, key)
+
+    def floats(self, d: Mapping[str, Any], key: str) -> list[float]:
+        value = d.get(key, [])
+        if not isinstance(value, list):
+            raise self._fail(key, f"expected a list of numbers, got {type(value).__name__}")
+        if len(value) > MAX_SAMPLES_IN_FILE:
+            raise self._fail(key, "too many samples")
+        out = []
+        for x in value:
+            if not isinstance(x, (int, float)) or isinstance(x, bool):
+                raise self._fail(key, f"expected numbers, found {_show(x)}")
+            x = _as_float(x)
+            if not (math.isfinite(x) and 0 <= x <= MAX_SAMPLE_S):
+                raise self._fail(key, f"sample {x!r} is not a finite non-negative time "
+                                      f"of at most {MAX_SAMPLE_S:g} s")
+            out.append(x)
+        return out
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float: out of range, like 1e999
+        return math.inf
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def json_safe(value: Any) -> Any:
+    """Make a value JSON-safe for ``extra``/``env``: non-finite floats become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def measurements_by_id(runs: Sequence[Run]) -> dict[str, list[Measurement]]:
+    out: dict[str, list[Measurement]] = {}
+    for run in runs:
+        for m in run.measurements:
+            out.setdefault(m.id, []).append(m)
+    return out

@@ -1,0 +1,182 @@
+"""Run sets: the runs of one launch over several ranks (torchrun, srun, ``--concurrent``),
+gathered by rank 0 into one file that ``load_results``, ``report`` and ``compare`` read.
+
+Format history (bump ``VERSION`` on an incompatible change):
+
+* version 1: ``{"schema": "bench-suite/run-set", "version": 1, "run_id", "created_at",
+  "finished_at", "world_size", "launcher", "ranks": [{"rank", "host", "status",
+  "measurements", "path", "reason"}], "runs": [<run document>, ...]}``. Each run is a whole
+  run document (``results.Run.to_dict``, with its own schema and version), one per rank that
+  sent anything; its ``config["distributed"]`` says which rank, host and launch it was.
+  ``status`` is ``complete``, ``incomplete`` (stopped early, its measurements so far are here)
+  or ``lost`` (no word from it at the end: what it had sent is here, the rest is in its own
+  file on its own host, ``path``).
+
+Each rank also keeps its own run file (``<run-id>/rank<R>.json`` beside the set, on its own
+host): the durable copy when rank 0 cannot gather. A folder holding both the set and the rank
+files is read once: :func:`dedupe` keeps one copy of each rank's run, the fullest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench_suite.core.errors import OutputError, ResultsFileError
+from bench_suite.env.collect import lookup
+from bench_suite.store.results import Run, atomic_write_text, run_from_dict
+
+SCHEMA = "bench-suite/run-set"
+VERSION = 1
+STATUSES = ("complete", "incomplete", "lost")
+
+
+@dataclass(frozen=True)
+class RankStatus:
+    rank: int
+    host: str
+    status: str  # complete | incomplete | lost
+    measurements: int
+    path: str = ""  # the rank's own run file, on its host
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "host": self.host, "status": self.status,
+                "measurements": self.measurements, "path": self.path, "reason": self.reason}
+
+    def describe(self) -> str:
+        """One line for a rank that is not complete."""
+        where = f"rank {self.rank}" + (f" on {self.host}" if self.host else "")
+        what = {"incomplete": "stopped early", "lost": "lost"}.get(self.status, self.status)
+        text = f"{where}: {what} after {self.measurements} measurement{'s' * (self.measurements != 1)}"
+        if self.reason:
+            text += f" ({self.reason})"
+        if self.path:
+            text += f"; its own file: {self.path}"
+        return text
+
+
+@dataclass(frozen=True)
+class RunSet:
+    run_id: str
+    created_at: str
+    finished_at: str
+    world_size: int
+    launcher: str
+    ranks: tuple[RankStatus, ...]
+    runs: tuple[Run, ...]
+    path: str = ""
+
+    @property
+    def missing(self) -> list[RankStatus]:
+        """Ranks whose results are not all here."""
+        return [r for r in self.ranks if r.status != "complete"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "version": VERSION, "run_id": self.run_id,
+            "created_at": self.created_at, "finished_at": self.finished_at,
+            "world_size": self.world_size, "launcher": self.launcher,
+            "ranks": [r.to_dict() for r in self.ranks],
+            "runs": [r.to_dict() for r in self.runs],
+        }
+
+
+def save_runset(rs: RunSet, path: str | Path) -> Path:
+    path = Path(path)
+    try:
+        atomic_write_text(path, json.dumps(rs.to_dict(), allow_nan=False, indent=1) + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def is_runset(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("schema") == SCHEMA
+
+
+def runset_from_dict(data: Any, where: str, path: str = "") -> RunSet:
+    """Validate a decoded run-set document; every problem is one ResultsFileError line."""
+    if not is_runset(data):
+        raise ResultsFileError(f"{where}: not a bench-suite run set (schema {SCHEMA!r})")
+    if data.get("version") != VERSION:
+        raise ResultsFileError(f"{where}: run-set version {data.get('version')!r}; this "
+                               f"bench-suite reads version {VERSION}")
+    raw_runs, raw_ranks = data.get("runs"), data.get("ranks", [])
+    if not isinstance(raw_runs, list) or not isinstance(raw_ranks, list):
+        raise ResultsFileError(f"{where}: 'runs' and 'ranks' must be lists")
+    runs = tuple(run_from_dict(r, f"{where}: runs[{i}]", path) for i, r in enumerate(raw_runs))
+    ranks = tuple(_rank_status(r, f"{where}: ranks[{i}]") for i, r in enumerate(raw_ranks))
+
+    def text(key: str) -> str:
+        value = data.get(key, "")
+        if not isinstance(value, str):
+            raise ResultsFileError(f"{where}.{key}: expected a string")
+        return value
+
+    world = data.get("world_size")
+    if not isinstance(world, int) or isinstance(world, bool) or not 0 < world < 1 << 20:
+        raise ResultsFileError(f"{where}.world_size: expected a positive count")
+    return RunSet(text("run_id"), text("created_at"), text("finished_at"), world,
+                  text("launcher"), ranks, runs, path)
+
+
+def _rank_status(d: Any, where: str) -> RankStatus:
+    if not isinstance(d, dict):
+        raise ResultsFileError(f"{where}: expected an object")
+    rank, count = d.get("rank"), d.get("measurements", 0)
+    for key, value in (("rank", rank), ("measurements", count)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 31:
+            raise ResultsFileError(f"{where}.{key}: expected a count")
+    status = d.get("status")
+    if status not in STATUSES:
+        raise ResultsFileError(f"{where}.status: {status!r} is not one of {', '.join(STATUSES)}")
+    strs = {k: d.get(k, "") for k in ("host", "path", "reason")}
+    if not all(isinstance(v, str) for v in strs.values()):
+        raise ResultsFileError(f"{where}: host, path and reason must be strings")
+    return RankStatus(rank, strs["host"], status, count, strs["path"], strs["reason"])
+
+
+def read_runset(data: Any, where: str, path: str = "") -> list[Run]:
+    """The runs of a run-set document (what ``sources.read_results_file`` returns for one)."""
+    return list(runset_from_dict(data, where, path).runs)
+
+
+def distributed_key(run: Run) -> tuple[str, int] | None:
+    """(run id, rank) of a run made by one rank of a launch; None for any other run."""
+    dist = lookup(run.config, "distributed")
+    rank = lookup(dist, "rank")
+    if not isinstance(dist, Mapping) or not isinstance(rank, int) or isinstance(rank, bool):
+        return None
+    return run.run_id, rank
+
+
+def dedupe(runs: Iterable[Run]) -> list[Run]:
+    """One copy of each rank's run: a folder may hold a run set and the ranks' own files, which
+    repeat the same runs. The fullest copy wins (most measurements, then complete), at the
+    place of the first copy. Runs that are not ranks of a launch are kept as they are."""
+    runs = list(runs)
+    best: dict[tuple[str, int], int] = {}
+    for i, run in enumerate(runs):
+        key = distributed_key(run)
+        if key is None:
+            continue
+        j = best.get(key)
+        if j is None or (len(run.measurements), run.complete) > (len(runs[j].measurements), runs[j].complete):
+            best[key] = i
+    first: dict[tuple[str, int], int] = {}
+    for i, run in enumerate(runs):
+        key = distributed_key(run)
+        if key is not None:
+            first.setdefault(key, i)
+    out = []
+    for i, run in enumerate(runs):
+        key = distributed_key(run)
+        if key is None:
+            out.append(run)
+        elif first[key] == i:
+            out.append(runs[best[key]])
+    return out
