@@ -144,7 +144,7 @@ def fmt_num(value: Any, spec: str = ".3g") -> str:
 def summarize_timeline(samples: Sequence[Mapping[str, Any]], max_sm: float | None) -> dict[str, Any]:
     """What an NVML timeline shows: the idle clock, how long the clock took to reach 90% of
     its maximum once the load began, the clock, power and reasons under load."""
-    from bench_suite.measure.gpu.options import POWER_CAP, THROTTLING, reason_names
+    from bench_suite.env.nvml import POWER_CAP, THROTTLING, reason_names
 
     def phase(name: str) -> list[Mapping[str, Any]]:
         return [s for s in samples if s.get("phase") == name]
@@ -267,7 +267,7 @@ def _cuda_backend() -> Any:
 
 
 def _suite_time(ready: Any, cold: bool = False, graphs: bool = False, budget: float = 0.5) -> dict[str, Any]:
-    """The suite's own timing of a ready case (``gpu_options.time_case``): median per call."""
+    """The suite's own timing of a ready case (``measure.gpu.options.time_case``): median per call."""
     from bench_suite.core import stats
     from bench_suite.core.timing import TimingConfig
     from bench_suite.measure.gpu.options import TimingOptions, time_case
@@ -448,7 +448,7 @@ def nvml_timeline(idle_s: float, load_s: float, interval_s: float, n: int = 8192
     """NVML every ``interval_s``: ``idle_s`` of an idle card, then bf16 n x n matmuls for
     ``load_s`` (synchronized every 10 calls), then a short tail."""
     torch = _torch()
-    from bench_suite.measure.gpu.options import NvmlSampler, nvml_session
+    from bench_suite.env.nvml import NvmlSampler, nvml_session
 
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(n, n, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -580,8 +580,8 @@ def peaks_lines(path: Path) -> list[str]:
     """Measured peaks beside the datasheet's, one line (from ``bench-suite peaks``' file)."""
     if not path.is_file():
         return []
-    from bench_suite.analysis.roofline import load_peaks
     from bench_suite.measure.peaks import peaks_table
+    from bench_suite.store.peaks import load_peaks
 
     try:
         table = peaks_table(load_peaks(path))

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench_suite.env.system import ThreadWait
 from bench_suite.measure import runner
-from bench_suite.measure.interference import Monitor, ThreadWait
+from bench_suite.measure.interference import Monitor
 
 PLUGIN = "tests.quiet:register"
 

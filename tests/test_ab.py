@@ -13,6 +13,7 @@ import pytest
 
 from bench_suite import load_runs
 from bench_suite.analysis.compare import compare
+from bench_suite.analysis.noise import detectable_change
 from bench_suite.backends import PLUGINS_ENV
 from bench_suite.core.cases import Case
 from bench_suite.core.errors import UsageError
@@ -22,7 +23,6 @@ from bench_suite.store.noise import (
     NOISE_FILENAME,
     CaseNoise,
     NoiseProfile,
-    detectable_change,
     load_profile,
     profiles_for_runs,
     save_profile,

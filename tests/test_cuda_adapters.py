@@ -1,5 +1,5 @@
 """The real CUDA adapters of ``torch_backend`` (``_CudaDevice``, ``_CudaEvent``, the case
-stream, TF32, the memory pre-check) and the CUDA-graph path of ``gpu_options``, run over a
+stream, TF32, the memory pre-check) and the CUDA-graph path of ``measure.gpu``, run over a
 fake ``torch.cuda`` on the real CPU torch (``tests/fake_torch.py``): real tensors, real
 autograd and real verification, CUDA's streams and capture rules emulated."""
 
@@ -18,8 +18,8 @@ from bench_suite.core import ops
 from bench_suite.core.cases import OPS, Case, fixed_grad_mode, is_backward, square_shape
 from bench_suite.core.timing import EventTimer, TimingConfig
 from bench_suite.env import collect as env
+from bench_suite.measure import gpu as measure_gpu
 from bench_suite.measure import harness
-from bench_suite.measure.gpu import options as gpu_options
 from bench_suite.measure.gpu.options import TimingOptions
 from bench_suite.measure.runner import RunOptions, run_case
 from tests.fake_torch import CAPTURE_ERROR, FakeCuda, FakeTorch
@@ -44,7 +44,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTorch:
     torch = FakeTorch(FakeCuda(devices=2))
     monkeypatch.setattr(torch_backend, "_torch", lambda: torch)
     monkeypatch.setattr(torch_backend, "torch_installed", lambda: True)
-    monkeypatch.setattr(gpu_options, "_torch", lambda: torch)
+    monkeypatch.setattr(measure_gpu, "_torch", lambda: torch)
     return torch
 
 
@@ -163,7 +163,7 @@ def test_a_backward_whose_forward_is_on_another_stream_fails_its_capture(
     monkeypatch.undo()
     monkeypatch.setattr(torch_backend, "_torch", lambda: fake)
     monkeypatch.setattr(torch_backend, "torch_installed", lambda: True)
-    monkeypatch.setattr(gpu_options, "_torch", lambda: fake)
+    monkeypatch.setattr(measure_gpu, "_torch", lambda: fake)
     assert run_case(_case("matmul_backward"), TorchCudaBackend(), GRAPHS).status == "ok"
 
 

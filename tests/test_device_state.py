@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench_suite.env import device_state
+from bench_suite.env import device_state, system
 from tests.fake_gpu_node import FakeNvml
 
 
@@ -82,7 +82,7 @@ def test_cpufreq_state(tmp_path: Path) -> None:
         (d / "scaling_driver").write_text("acpi-cpufreq\n")
         (d / "scaling_cur_freq").write_text(cur + "\n")
         (d / "cpuinfo_max_freq").write_text("3500000\n")
-    s = device_state.cpu_frequency_state([0, 1, 2], str(tmp_path))
+    s = system.cpu_frequency_state([0, 1, 2], str(tmp_path))
     assert s["governor"] == "performance" and s["governors"] == {"performance": 2, "powersave": 1}
     assert (s["driver"], s["cur_mhz"], s["max_mhz"]) == ("acpi-cpufreq", 2000.0, 3500.0)
-    assert device_state.cpu_frequency_state([0], str(tmp_path / "none"))["governor"] is None
+    assert system.cpu_frequency_state([0], str(tmp_path / "none"))["governor"] is None

@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 
+import bench_suite
 from bench_suite import backends
-from bench_suite.analysis import diagnosis as doctor
-from bench_suite.analysis import roofline
-from bench_suite.analysis.diagnosis import DoctorConfig, FigureCheck, Finding
+from bench_suite.analysis import catalogue, diagnosis
+from bench_suite.analysis.diagnosis import FigureCheck, Finding
 from bench_suite.core.errors import ResultsFileError, UsageError
 from bench_suite.env import device_state
 from bench_suite.frontends import cli
+from bench_suite.measure import doctor
+from bench_suite.measure.doctor import DoctorConfig
+from bench_suite.store import peaks as peaks_file
 from tests.fake_gpu_node import H100, FakeGpu, FakeNvml
 
 #: A probe sized for fakes: one small matmul (its reference is cheap), a 64 MiB copy.
@@ -25,7 +28,7 @@ FAST = DoctorConfig(time_budget_s=0.05, gpu_sizes=(512,), gpu_copy_bytes=64 << 2
                     cpu_sizes=(128,), cpu_copy_bytes=8 << 20, nvml_interval_s=0)
 
 
-def gpu_check(nvml: FakeNvml, gpu: FakeGpu, reference: doctor.ReferenceTable | None = None) -> doctor.DeviceCheck:
+def gpu_check(nvml: FakeNvml, gpu: FakeGpu, reference: diagnosis.ReferenceTable | None = None) -> diagnosis.DeviceCheck:
     report = doctor.run_doctor([gpu.name], FAST, reference, machine="node1",
                                backend_for=lambda _n: gpu, nvml=nvml)
     (check,) = report.devices
@@ -116,11 +119,11 @@ def test_without_nvml_the_figures_still_judge() -> None:
 
 def test_a_peaks_file_is_a_reference_for_its_device(tmp_path: Path) -> None:
     unknown = "NVIDIA Fake 9000"
-    ps = roofline.PeakSet("healthy", "2026-01-01", {}, {}, (
-        roofline.Peak("cuda:0", "bfloat16", 400e12, 2e12, "measured", device_name=unknown,
+    ps = peaks_file.PeakSet("healthy", "2026-01-01", {}, {}, (
+        peaks_file.Peak("cuda:0", "bfloat16", 400e12, 2e12, "measured", device_name=unknown,
                       backend="torch-cuda"),))
-    path = roofline.save_peaks(ps, tmp_path / "healthy.json")
-    table = doctor.load_reference(path)
+    path = peaks_file.save_peaks(ps, tmp_path / "healthy.json")
+    table = diagnosis.load_reference(path)
     slow = gpu_check(FakeNvml(name=unknown), FakeGpu(model=unknown, flops_per_s=300e12,
                                                      bytes_per_s=2e12), table)
     assert slow.verdict == "below normal" and slow.figures[0].pct == pytest.approx(75, rel=0.02)
@@ -128,14 +131,14 @@ def test_a_peaks_file_is_a_reference_for_its_device(tmp_path: Path) -> None:
 
 
 def test_the_reference_table_has_a_source_for_every_entry() -> None:
-    table = doctor.packaged_reference()
+    table = diagnosis.packaged_reference()
     assert {"h100-sxm", "h200-sxm"} <= set(table.gpus)
     assert table.gpus["h100-sxm"].figures["matmul_bfloat16"].value == pytest.approx(794.5e12)
     assert table.gpus["h200-sxm"].figures["matmul_bfloat16"].value == pytest.approx(790e12)
     assert table.gpus["h100-sxm"].figures["copy"].value == pytest.approx(3.0e12)
     assert table.gpus["h200-sxm"].figures["copy"].value == pytest.approx(4.3e12)
     for key, model in table.gpus.items():
-        assert key in {s.key for s in roofline.CATALOGUE}, key
+        assert key in {s.key for s in catalogue.CATALOGUE}, key
         for ref in model.figures.values():
             assert ref.source.startswith("https://") and ref.note
     assert table.cpu.figures["matmul_float32"].derived == "theoretical"
@@ -149,12 +152,12 @@ def test_the_reference_table_has_a_source_for_every_entry() -> None:
     ({"version": 9}, "version 9"),
 ])
 def test_a_malformed_reference_table_is_one_line(tmp_path: Path, change: dict[str, Any], message: str) -> None:
-    data = json.loads((Path(doctor.__file__).parent / "data" / doctor.REFERENCE_FILE).read_text())
+    data = json.loads((Path(bench_suite.__file__).parent / "data" / diagnosis.REFERENCE_FILE).read_text())
     data.update(change)
     path = tmp_path / "ref.json"
     path.write_text(json.dumps(data))
     with pytest.raises(ResultsFileError, match=message):
-        doctor.load_reference(path)
+        diagnosis.load_reference(path)
 
 
 def test_judge_rules() -> None:
@@ -163,19 +166,19 @@ def test_judge_rules() -> None:
     none = FigureCheck("copy", "copy", "B/s", 80.0, None)
     clock = Finding("memory clock at 1593 of 2619 MHz under load", explains=frozenset({"copy"}))
     fault = Finding("PCIe link at x8 of x16", fault=True, explains=frozenset({"h2d"}))
-    assert doctor.judge([ok], [], True) == ("normal", "")
-    assert doctor.judge([ok, low], [fault, clock], True) == ("below normal", clock.text)
-    assert doctor.judge([ok], [fault], True) == ("below normal", fault.text)
-    assert doctor.judge([none], [], False) == ("unknown model", "")
+    assert diagnosis.judge([ok], [], True) == ("normal", "")
+    assert diagnosis.judge([ok, low], [fault, clock], True) == ("below normal", clock.text)
+    assert diagnosis.judge([ok], [fault], True) == ("below normal", fault.text)
+    assert diagnosis.judge([none], [], False) == ("unknown model", "")
     unmeasured = FigureCheck("matmul_bfloat16", "matmul", "FLOP/s", None, 100.0, note="n=512 failed")
-    assert doctor.judge([unmeasured], [], True) == ("below normal", "matmul could not be measured: n=512 failed")
+    assert diagnosis.judge([unmeasured], [], True) == ("below normal", "matmul could not be measured: n=512 failed")
 
 
 def test_cpu_findings() -> None:
     state = {"governor": "powersave", "driver": "acpi-cpufreq", "cpu": {"simd": ["avx2", "fma", "avx512f"]},
              "blas": [{"user_api": "blas", "internal_api": "openblas", "architecture": "Haswell"}],
              "load": {"cores": 8, "other_cores": 3.2, "steal_cores": 0.0}}
-    texts = [f.text for f in doctor.cpu_findings(state)]
+    texts = [f.text for f in diagnosis.cpu_findings(state)]
     assert texts == ["other processes used 3.2 of 8 cores during the probe",
                      "CPU frequency governor 'powersave' (acpi-cpufreq)",
                      "openblas runs its 'Haswell' kernel on a CPU with AVX-512 (OPENBLAS_CORETYPE set, "
@@ -183,20 +186,20 @@ def test_cpu_findings() -> None:
     calm = {"governor": "powersave", "driver": "intel_pstate", "cpu": {"simd": ["avx2", "fma"]},
             "blas": [{"user_api": "blas", "internal_api": "openblas", "architecture": "Haswell"}],
             "load": {"cores": 8, "other_cores": 0.1, "steal_cores": 1.5}}
-    assert [f.text for f in doctor.cpu_findings(calm)] == [
+    assert [f.text for f in diagnosis.cpu_findings(calm)] == [
         "the hypervisor took 1.5 of 8 cores (steal time)"]
-    assert "no optimized BLAS" in doctor.cpu_findings({"blas": []})[0].text
+    assert "no optimized BLAS" in diagnosis.cpu_findings({"blas": []})[0].text
 
 
 def test_cpu_probe_gives_a_verdict() -> None:
     report = doctor.run_doctor(["numpy"], FAST, machine="vm")
     (cpu,) = report.devices
-    assert cpu.device == "cpu" and cpu.verdict in doctor.VERDICTS
+    assert cpu.device == "cpu" and cpu.verdict in diagnosis.VERDICTS
     names = [f.label for f in cpu.figures]
     assert names[:2] == ["matmul float32, 1 core", "matmul float64, 1 core"]
     assert any(f.name == "copy" for f in cpu.figures)
     assert "load" in cpu.state and "blas" in cpu.state
-    doc = json.loads(doctor.as_json(report))
+    doc = json.loads(diagnosis.as_json(report))
     assert doc["schema"] == "bench-suite/doctor" and doc["exit_status"] == report.exit_status
 
 

@@ -15,8 +15,13 @@ from bench_suite.backends.base import Availability, Backend, Prepared
 from bench_suite.core import ops
 from bench_suite.core.cases import Case
 from bench_suite.core.timing import EventTimer, HostTimer, TimingConfig
+from bench_suite.env import nvml as env_nvml
+from bench_suite.env import system
+from bench_suite.env.nvml import NvmlSampler
+from bench_suite.measure import gpu as measure_gpu
+from bench_suite.measure.gpu import cold_cache, graphs
 from bench_suite.measure.gpu import options as gpu_options
-from bench_suite.measure.gpu.options import NvmlSampler, TimingOptions, time_case
+from bench_suite.measure.gpu.options import TimingOptions, time_case
 from bench_suite.measure.runner import RunOptions, run_case
 from bench_suite.store.results import Run, to_frame
 from tests.fakes import FakeClock, FakeCudaDevice, FakeWork
@@ -204,7 +209,8 @@ def gpu(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeClock, CachedDevice, FakeT
     clock = FakeClock()
     dev = CachedDevice(clock, launch_ns=5_000)
     torch = FakeTorch(dev)
-    monkeypatch.setattr(gpu_options, "_torch", lambda: torch)
+    monkeypatch.setattr(measure_gpu, "_torch", lambda: torch)
+    monkeypatch.setattr(env_nvml, "_torch", lambda: torch)
     return clock, dev, torch
 
 
@@ -275,16 +281,16 @@ def test_cuda_graph_removes_launch_overhead(gpu: tuple[FakeClock, CachedDevice, 
 
 def test_graph_calls_bounded() -> None:
     cfg = TimingConfig(min_block_s=1e-3)
-    assert gpu_options.graph_calls(1e-9, cfg, 0, None) == gpu_options.MAX_GRAPH_CALLS
-    assert gpu_options.graph_calls(1.0, cfg, 0, None) == 1
-    assert gpu_options.graph_calls(1e-6, cfg, out_bytes=1 << 20, free_bytes=40 << 20) == 10
+    assert graphs.graph_calls(1e-9, cfg, 0, None) == graphs.MAX_GRAPH_CALLS
+    assert graphs.graph_calls(1.0, cfg, 0, None) == 1
+    assert graphs.graph_calls(1e-6, cfg, out_bytes=1 << 20, free_bytes=40 << 20) == 10
 
 
 def test_cuda_graph_failure_fails_the_case_and_restores_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
     dev = CachedDevice(clock, launch_ns=5_000)
     torch = FakeTorch(dev, fail_capture=True)
-    monkeypatch.setattr(gpu_options, "_torch", lambda: torch)
+    monkeypatch.setattr(measure_gpu, "_torch", lambda: torch)
     case_stream = FakeStream("case")
     torch.cuda.current = case_stream  # as TorchCudaBackend.threads() leaves it for a case
     m = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 1_000)),
@@ -330,20 +336,20 @@ def test_cold_cache_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
                             gpu=TimingOptions(cold_cache=True, flush_bytes=1 << 20)))
     assert m.status == "ok", m.reason
     assert m.extra["cold_cache"]["flush_bytes"] == 1 << 20
-    monkeypatch.setattr(gpu_options, "cpu_cache_bytes", lambda: 3 << 20)
-    flush, nbytes = gpu_options.cpu_flusher()
-    assert nbytes == gpu_options.CPU_FLUSH_MIN_BYTES  # twice 3 MiB, raised to the minimum
+    monkeypatch.setattr(cold_cache, "cpu_cache_bytes", lambda: 3 << 20)
+    flush, nbytes = cold_cache.cpu_flusher()
+    assert nbytes == cold_cache.CPU_FLUSH_MIN_BYTES  # twice 3 MiB, raised to the minimum
     flush()
-    monkeypatch.setattr(gpu_options, "cpu_cache_bytes", lambda: 6 << 20)
-    assert gpu_options.cpu_flusher()[1] == 12 << 20
+    monkeypatch.setattr(cold_cache, "cpu_cache_bytes", lambda: 6 << 20)
+    assert cold_cache.cpu_flusher()[1] == 12 << 20
 
 
 def test_cache_sizes_from_sysfs(tmp_path: Any) -> None:
     for i, size in enumerate(["48K", "2048K", "105M"]):
         (tmp_path / f"index{i}").mkdir()
         (tmp_path / f"index{i}" / "size").write_text(size + "\n")
-    assert gpu_options.cpu_cache_bytes(str(tmp_path)) == 105 << 20
-    assert gpu_options.cpu_cache_bytes(str(tmp_path / "none")) is None
+    assert system.cpu_cache_bytes(str(tmp_path)) == 105 << 20
+    assert system.cpu_cache_bytes(str(tmp_path / "none")) is None
 
 
 def test_timer_without_hooks_is_recorded_not_broken() -> None:
@@ -481,10 +487,10 @@ def test_summary_describes_the_timed_phase_and_thins_what_it_saves() -> None:
     assert s["sm_clock_mhz"]["min"] == 1980 and s["power_capped"] is False
     assert s["n_samples"] == 398 and s["interval_s"] == 0
     saved = s["samples"]
-    assert len(saved) == gpu_options.NVML_SAMPLES_SAVED
+    assert len(saved) == env_nvml.NVML_SAMPLES_SAVED
     assert saved[0]["phase"] == "" and saved[0]["sm_clock_mhz"] == 345 and saved[-1] is sampler.samples[-1]
-    assert gpu_options.thin(list(range(5)), 3) == [0, 2, 4]
-    assert gpu_options.thin(list(range(2)), 3) == [0, 1] and gpu_options.thin([1, 2], 1) == [2]
+    assert env_nvml.thin(list(range(5)), 3) == [0, 2, 4]
+    assert env_nvml.thin(list(range(2)), 3) == [0, 1] and env_nvml.thin([1, 2], 1) == [2]
 
 
 @pytest.mark.parametrize(("reasons", "throttled", "capped"),
@@ -494,12 +500,12 @@ def test_nvml_recorded_by_the_runner_and_flagged_in_the_frame(
         reasons: list[int], throttled: bool, capped: bool) -> None:
     clock, dev, _torch = gpu
     nvml = FakeNvml(reasons)
-    monkeypatch.setattr(gpu_options, "_pynvml", lambda: nvml)
+    monkeypatch.setattr(env_nvml, "_pynvml", lambda: nvml)
     m = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 100_000)), RunOptions(timing=CONFIG), clock)
     assert m.status == "ok", m.reason
     assert m.extra["nvml"]["available"] and len(m.extra["nvml"]["samples"]) >= 2
     assert m.extra["nvml"]["throttled"] is throttled and m.extra["nvml"]["power_capped"] is capped
-    assert m.extra["nvml"]["interval_s"] == gpu_options.NVML_INTERVAL_S
+    assert m.extra["nvml"]["interval_s"] == env_nvml.NVML_INTERVAL_S
     assert nvml.inits == nvml.shutdowns == 1
     frame = to_frame([Run("r", "m", "", {}, {}, (m,))])
     assert frame["throttled"].tolist() == [throttled] and frame["power_capped"].tolist() == [capped]
@@ -509,7 +515,7 @@ def test_nvml_recorded_by_the_runner_and_flagged_in_the_frame(
 def test_nvml_absent_is_harmless(gpu: tuple[FakeClock, CachedDevice, FakeTorch],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     clock, dev, _torch = gpu
-    monkeypatch.setattr(gpu_options, "_pynvml", lambda: FakeNvml([0], fail_init=True))
+    monkeypatch.setattr(env_nvml, "_pynvml", lambda: FakeNvml([0], fail_init=True))
     backend = FakeCudaBackend(dev, Kernel(dev, 100_000))
     auto = run_case(CASE, backend, RunOptions(timing=CONFIG), clock)
     assert auto.status == "ok" and "nvml" not in auto.extra  # auto: silently off
@@ -521,7 +527,7 @@ def test_nvml_absent_is_harmless(gpu: tuple[FakeClock, CachedDevice, FakeTorch],
     def no_module() -> Any:
         raise ImportError("No module named 'pynvml'")
 
-    monkeypatch.setattr(gpu_options, "_pynvml", no_module)
+    monkeypatch.setattr(env_nvml, "_pynvml", no_module)
     m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=True)), clock)
     assert m.extra["nvml"]["reason"] == "nvidia-ml-py (pynvml) is not installed"
     off = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=False)), clock)
@@ -565,7 +571,7 @@ def test_real_cold_cache_and_graphs() -> None:
     case = Case("hadamard", "torch-cuda", "float32", (256, 256), None)
     cold = run_case(case, backend, RunOptions(timing=REAL, gpu=TimingOptions(cold_cache=True)))
     assert cold.status == "ok", cold.reason
-    assert cold.extra["cold_cache"]["flush_bytes"] >= gpu_options.GPU_FLUSH_MIN_BYTES
+    assert cold.extra["cold_cache"]["flush_bytes"] >= cold_cache.GPU_FLUSH_MIN_BYTES
     graphed = run_case(case, backend, RunOptions(timing=REAL, gpu=TimingOptions(cuda_graphs=True)))
     assert graphed.status == "ok", graphed.reason
     assert graphed.extra["cuda_graph"]["calls_per_graph"] >= 1
@@ -685,7 +691,7 @@ def test_every_cuda_case_is_warmed_up_before_timing(gpu: tuple[FakeClock, Cached
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     clock, dev, _torch = gpu
     nvml = FakeNvml([0], clocks=[345, 345, 1980])
-    monkeypatch.setattr(gpu_options, "_pynvml", lambda: nvml)
+    monkeypatch.setattr(env_nvml, "_pynvml", lambda: nvml)
     m = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 100_000)), RunOptions(timing=CONFIG), clock)
     assert m.status == "ok", m.reason
     assert m.extra["warmup"]["stopped"] == "clock"
@@ -775,12 +781,12 @@ def test_another_process_on_the_card_makes_the_cuda_case_contended(
     clock, dev, _torch = gpu
     shared = FakeNvml([0x0])
     shared.nvmlDeviceGetComputeRunningProcesses = lambda h: [_Proc(os.getpid()), _Proc(424242)]  # type: ignore[attr-defined]
-    monkeypatch.setattr(gpu_options, "_pynvml", lambda: shared)
+    monkeypatch.setattr(env_nvml, "_pynvml", lambda: shared)
     m = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 100_000)), RunOptions(timing=CONFIG), clock)
     assert m.status == "ok" and m.extra["nvml"]["other_processes"] == [424242]
     assert m.contended and m.rounds[0].contended  # compare will not judge it
     alone = FakeNvml([0x0])
     alone.nvmlDeviceGetComputeRunningProcesses = lambda h: [_Proc(os.getpid())]  # type: ignore[attr-defined]
-    monkeypatch.setattr(gpu_options, "_pynvml", lambda: alone)
+    monkeypatch.setattr(env_nvml, "_pynvml", lambda: alone)
     m = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 100_000)), RunOptions(timing=CONFIG), clock)
     assert m.extra["nvml"]["other_processes"] == [] and not m.contended

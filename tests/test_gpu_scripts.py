@@ -241,7 +241,7 @@ def test_steps_past_the_deadline_are_skipped_and_the_summary_still_runs(tmp_path
 
 
 def test_summary_reads_the_tests_line_and_the_peaks(tmp_path: Path) -> None:
-    from bench_suite.analysis.roofline import Peak, PeakSet, save_peaks
+    from bench_suite.store.peaks import Peak, PeakSet, save_peaks
 
     out = tmp_path / "tests.txt"
     out.write_text("PASSED tests/x.py::t\n==== 41 passed, 3 skipped, 600 deselected in 30.20s ====\n")

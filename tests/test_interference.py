@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from bench_suite.backends import Prepared, get_backend
+from bench_suite.core import interference as itf
 from bench_suite.core.cases import Case, cpu_count
+from bench_suite.core.interference import Interference, is_contended
 from bench_suite.core.timing import MIN_RETAKES, HostTimer, TimingConfig, measure
-from bench_suite.measure import interference as itf
-from bench_suite.measure.interference import Interference, MachineTicks, Monitor, ThreadWait, is_contended
+from bench_suite.env import system
+from bench_suite.env.system import MachineTicks, ThreadWait
+from bench_suite.measure.interference import Monitor
 from bench_suite.measure.runner import RunOptions, run_case
 from tests.fakes import FakeClock, FakeWork
 
@@ -93,7 +96,7 @@ def test_a_short_window_is_not_called_contended_by_tick_rounding_alone() -> None
 
 def test_unknown_figures_are_never_contended() -> None:
     assert not is_contended(itf.NO_INTERFERENCE_DATA, 2, 2)
-    assert itf.read_machine_ticks("/nonexistent") is None
+    assert system.read_machine_ticks("/nonexistent") is None
     assert ThreadWait("/nonexistent").total_ns() is None
 
 

@@ -11,13 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench_suite.analysis import roofline
+from bench_suite.analysis import catalogue
 from bench_suite.backends.base import Availability, Backend, Prepared
 from bench_suite.core import ops
 from bench_suite.core.cases import Case
 from bench_suite.core.timing import HostTimer
 from bench_suite.frontends import cli
 from bench_suite.measure import peaks
+from bench_suite.store import peaks as peaks_file
 from tests.fakes import FakeClock, FakeWork
 
 #: matmul n -> nanoseconds per call on the fake CPU: 1024 is its best size.
@@ -104,8 +105,8 @@ def test_real_numpy_peaks_round_trip(tmp_path: Path) -> None:
     assert m.threads == 1 and m.details["best_n"] in (32, 64)
     assert m.flops_per_s == pytest.approx(max(v for v in m.details["matmul"].values() if v))
     assert ps.env["machine"] == "box"
-    path = roofline.save_peaks(ps, tmp_path / "peaks.json")
-    assert roofline.load_peaks(path).peaks == ps.peaks
+    path = peaks_file.save_peaks(ps, tmp_path / "peaks.json")
+    assert peaks_file.load_peaks(path).peaks == ps.peaks
     assert peaks.default_path("box") == Path("results/box/peaks.json")
 
 
@@ -136,7 +137,7 @@ def test_cli_peaks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 0
     text = capsys.readouterr().out
     assert "numpy" in text and "saved" in text and str(out) in text
-    ps = roofline.load_peaks(out)
+    ps = peaks_file.load_peaks(out)
     assert ps.machine == "box" and any(p.source == "measured" for p in ps.peaks)
 
 
@@ -162,7 +163,7 @@ def test_real_gpu_peaks() -> None:
     assert set(measured) == {"float32", "bfloat16"}
     assert all(p.bytes_per_s and p.flops_per_s for p in measured.values())
     name = measured["float32"].device_name
-    if roofline.lookup_gpu(name) is not None:
+    if catalogue.lookup_gpu(name) is not None:
         sheet = {p.dtype: p for p in ps.peaks if p.source == "datasheet"}
         # a measured rate may beat nothing on the datasheet by more than a little
         assert measured["bfloat16"].flops_per_s < 1.1 * sheet["bfloat16"].flops_per_s

@@ -16,6 +16,7 @@ from bench_suite.backends.torch_backend import TorchCpuBackend, TorchCudaBackend
 from bench_suite.core import ops
 from bench_suite.core.cases import Case
 from bench_suite.core.timing import TimingConfig
+from bench_suite.env import system
 from bench_suite.measure.runner import RunOptions, run_case
 
 MiB = 2**20
@@ -77,7 +78,7 @@ def test_torch_cpu_checks_host_memory(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_host_free_memory_is_read_from_the_system() -> None:
-    free = base.host_available_bytes()
+    free = system.host_available_bytes()
     assert free is None or free > 0
 
 

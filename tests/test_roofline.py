@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from bench_suite import load_runs
-from bench_suite.analysis import roofline
-from bench_suite.analysis.roofline import Peak, PeakSet
+from bench_suite.analysis import catalogue, roofline
 from bench_suite.core.cases import Case
 from bench_suite.core.errors import ResultsFileError
+from bench_suite.store import peaks as peaks_file
+from bench_suite.store.peaks import Peak, PeakSet
 from bench_suite.store.results import Measurement, Run, save_run, to_frame
 
 # --- the catalogue ------------------------------------------------------------------------
@@ -34,7 +35,7 @@ from bench_suite.store.results import Measurement, Run, save_run, to_frame
     ("nvidia  h100 80gb hbm3", "h100-sxm"),  # case and spacing do not matter
 ])
 def test_exact_names(name: str, key: str) -> None:
-    match = roofline.lookup_gpu(name)
+    match = catalogue.lookup_gpu(name)
     assert match is not None and match.spec.key == key and match.how == "exact"
 
 
@@ -47,33 +48,33 @@ def test_exact_names(name: str, key: str) -> None:
     ("Tesla V100S-PCIE-32GB ", "v100s-pcie"),
 ])
 def test_fuzzy_names(name: str, key: str) -> None:
-    match = roofline.lookup_gpu(name)
+    match = catalogue.lookup_gpu(name)
     assert match is not None and match.spec.key == key
 
 
 @pytest.mark.parametrize("name", ["", "NVIDIA L40S", "NVIDIA GeForce RTX 4090 Laptop GPU",
                                   "Tesla T4", "AMD Instinct MI300X", "NVIDIA GH200 480GB"])
 def test_unknown_gpus(name: str) -> None:
-    assert roofline.lookup_gpu(name) is None
-    assert roofline.datasheet_peaks(name) == []
+    assert catalogue.lookup_gpu(name) is None
+    assert catalogue.datasheet_peaks(name) == []
 
 
 def test_catalogue_figures_are_sane() -> None:
     keys = set()
-    for spec in roofline.CATALOGUE:
+    for spec in catalogue.CATALOGUE:
         assert spec.key not in keys
         keys.add(spec.key)
         assert spec.source.startswith("https://")
         assert 1e11 <= spec.bytes_per_s <= 1e13
-        assert set(spec.flops) <= set(roofline.PEAK_DTYPES)
+        assert set(spec.flops) <= set(peaks_file.PEAK_DTYPES)
         # dense figures: a tensor-core 16-bit rate is never below fp32, fp64 never above fp32
         assert spec.flops["float16"] >= spec.flops["float32"] >= spec.flops["float64"]
-    h100 = {p.dtype: p for p in roofline.datasheet_peaks("NVIDIA H100 80GB HBM3", "cuda:1")}
+    h100 = {p.dtype: p for p in catalogue.datasheet_peaks("NVIDIA H100 80GB HBM3", "cuda:1")}
     assert h100["bfloat16"].flops_per_s == pytest.approx(989.5e12)
     assert h100["float32"].bytes_per_s == pytest.approx(3.35e12)
     assert h100["float32"].device == "cuda:1" and h100["float32"].source == "datasheet"
     assert "https://" in h100["float32"].note
-    assert "bfloat16" not in {p.dtype for p in roofline.datasheet_peaks("Tesla V100-PCIE-16GB")}
+    assert "bfloat16" not in {p.dtype for p in catalogue.datasheet_peaks("Tesla V100-PCIE-16GB")}
 
 
 # --- the CPU ------------------------------------------------------------------------------
@@ -206,8 +207,8 @@ def a_peakset(machine: str = "box") -> PeakSet:
 
 def test_peaks_file_round_trip(tmp_path: Path) -> None:
     ps = a_peakset()
-    path = roofline.save_peaks(ps, tmp_path / "sub" / "peaks.json")
-    back = roofline.load_peaks(path)
+    path = peaks_file.save_peaks(ps, tmp_path / "sub" / "peaks.json")
+    back = peaks_file.load_peaks(path)
     assert back.peaks == ps.peaks and back.machine == "box" and back.config == {"x": 1}
     assert back.peaks[0].details == {"best_n": 64}
     data = json.loads(path.read_text())
@@ -228,7 +229,7 @@ def test_bad_peaks_files(tmp_path: Path, mutate: object, message: str) -> None:
     path = tmp_path / "peaks.json"
     path.write_text(json.dumps(data))
     with pytest.raises(ResultsFileError, match=message):
-        roofline.load_peaks(path)
+        peaks_file.load_peaks(path)
 
 
 def test_peak_record_validates() -> None:
@@ -241,7 +242,7 @@ def test_peak_record_validates() -> None:
 def test_report_finds_peaks_beside_runs_and_loaders_skip_them(tmp_path: Path) -> None:
     run = a_run([meas("matmul", "numpy", 64, 1e-5, threads=2)])
     save_run(run, tmp_path / "r1.json")
-    roofline.save_peaks(a_peakset(), tmp_path / "peaks.json")
+    peaks_file.save_peaks(a_peakset(), tmp_path / "peaks.json")
     runs = load_runs([tmp_path])  # the folder holds a peaks file: it is not read as a run
     assert [r.run_id for r in runs] == ["r1"]
     peaks = roofline.peaks_for_runs(runs)

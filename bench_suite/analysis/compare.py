@@ -54,10 +54,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench_suite.analysis.noise import detectable_change
 from bench_suite.core import stats
 from bench_suite.core.errors import UsageError
 from bench_suite.env.collect import lookup, tf32_matmul_enabled
-from bench_suite.store.noise import NoiseProfile, detectable_change, profiles_for_runs
+from bench_suite.store.noise import NoiseProfile, profiles_for_runs
 from bench_suite.store.results import Measurement, Run, json_safe
 
 if TYPE_CHECKING:

@@ -1,12 +1,12 @@
-"""``bench-suite doctor``: is this device normal, and if not, why?
+"""The doctor's judgement: is a device normal, and if not, why? (``bench-suite doctor``).
 
-Per device, a short probe (well under 30 s): the peaks of ``bench-suite peaks`` (the best
-matmul rate over a few large sizes and a large device copy, timed and verified like every
-case), with the device's state read while it runs (``device_state``: clocks, power limit,
-throttle reasons, ECC, PCIe link, other processes on a GPU; governor, load from other
-processes, BLAS kernel on a CPU). Each figure is set against a **reference table of what
-healthy devices of the same model reach** (``data/reference_devices.json``, a source for every
-entry; a CPU's reference is derived from its clock and vector width, as its theoretical peak).
+``measure.doctor`` probes each device (the peaks of ``bench-suite peaks``, timed and verified
+like every case) and reads its state while the probe runs (``env.device_state``: clocks, power
+limit, throttle reasons, ECC, PCIe link, other processes on a GPU; governor, load from other
+processes, BLAS kernel on a CPU). This module sets each figure against a **reference table of
+what healthy devices of the same model reach** (``data/reference_devices.json``, a source for
+every entry; a CPU's reference is derived from its clock and vector width, as its theoretical
+peak), and turns figures and state into findings and a verdict.
 
 Verdict rules, per device:
 
@@ -24,28 +24,23 @@ Verdict rules, per device:
   a figure is low), that can explain the low figure; else the first fault; else "not
   explained by the device state".
 
-``run_doctor`` computes; the CLI prints (a table, or ``--json``) and exits 0 when every device
-is normal or of unknown model, 1 when one is below normal, 2 on bad input.
+The CLI prints the report (a table, or ``--json``) and exits 0 when every device is normal or
+of unknown model, 1 when one is below normal, 2 on bad input.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bench_suite.analysis import roofline
-from bench_suite.backends import Backend, device_count, get_backend
-from bench_suite.core.cases import cuda_index, is_cuda_backend
+from bench_suite.analysis.catalogue import lookup_gpu
 from bench_suite.core.errors import ResultsFileError, UsageError
-from bench_suite.core.timing import Clock
-from bench_suite.env import device_state
-from bench_suite.measure import peaks
+from bench_suite.store.peaks import PEAKS_SCHEMA, Peak, PeakSet, peaks_from_dict
 from bench_suite.store.results import parse_json, read_text
 
 REFERENCE_SCHEMA = "bench-suite/reference-devices"
@@ -53,14 +48,6 @@ REFERENCE_FILE = "reference_devices.json"
 SCHEMA = "bench-suite/doctor"
 VERSION = 1
 VERDICTS = ("normal", "below normal", "unknown model")
-
-#: The probe: sizes and dtypes of the matmuls, bytes of each copy buffer.
-GPU_SIZES: tuple[int, ...] = (4096, 8192)
-GPU_DTYPES: tuple[str, ...] = ("bfloat16",)
-GPU_COPY_BYTES = 1 << 30
-CPU_SIZES: tuple[int, ...] = (1024,)
-CPU_DTYPES: tuple[str, ...] = ("float32", "float64")
-CPU_COPY_BYTES = 64 << 20
 
 #: Thresholds of the state findings.
 POWER_LIMIT_LOWERED = 0.98  # enforced limit under this fraction of the default
@@ -74,18 +61,6 @@ _PRE_AVX512 = {"haswell", "zen", "sandybridge", "nehalem", "prescott", "core2", 
                "dunnington", "atom", "bulldozer", "piledriver", "steamroller", "excavator",
                "barcelona", "opteron", "katmai", "coppermine", "northwood", "banias"}
 _PRE_AVX2 = _PRE_AVX512 - {"haswell", "zen", "excavator"}
-
-
-@dataclass(frozen=True)
-class DoctorConfig:
-    time_budget_s: float = 0.25  # per matmul size and per copy
-    gpu_sizes: tuple[int, ...] = GPU_SIZES
-    gpu_dtypes: tuple[str, ...] = GPU_DTYPES
-    gpu_copy_bytes: int = GPU_COPY_BYTES
-    cpu_sizes: tuple[int, ...] = CPU_SIZES
-    cpu_dtypes: tuple[str, ...] = CPU_DTYPES
-    cpu_copy_bytes: int = CPU_COPY_BYTES
-    nvml_interval_s: float = device_state.SAMPLE_INTERVAL_S
 
 
 # --- the reference table --------------------------------------------------------------------
@@ -109,7 +84,7 @@ class ModelReference:
 
 @dataclass(frozen=True)
 class ReferenceTable:
-    gpus: Mapping[str, ModelReference]  # roofline catalogue key -> figures
+    gpus: Mapping[str, ModelReference]  # GPU catalogue key -> figures
     cpu: ModelReference  # derived figures, for any CPU
     by_name: Mapping[str, ModelReference] = field(default_factory=dict)  # exact device names
     source: str = ""
@@ -118,7 +93,7 @@ class ReferenceTable:
     def for_gpu(self, name: str) -> ModelReference | None:
         if name in self.by_name:
             return self.by_name[name]
-        match = roofline.lookup_gpu(name)
+        match = lookup_gpu(name)
         return self.gpus.get(match.spec.key) if match else None
 
 
@@ -178,7 +153,7 @@ def packaged_reference() -> ReferenceTable:
     return reference_from_dict(json.loads(text), f"bench_suite/data/{REFERENCE_FILE}")
 
 
-def reference_from_peaks(ps: roofline.PeakSet, normal_at_least: float) -> dict[str, ModelReference]:
+def reference_from_peaks(ps: PeakSet, normal_at_least: float) -> dict[str, ModelReference]:
     """A healthy device's own ``bench-suite peaks`` as the reference for devices of its exact
     name: the best measured matmul rate per dtype (every core, on a CPU) and copy bandwidth."""
     out: dict[str, dict[str, Reference]] = {}
@@ -210,8 +185,8 @@ def load_reference(path: str | Path | None = None) -> ReferenceTable:
         return table
     where = str(path)
     data = parse_json(read_text(Path(path)), where)
-    if isinstance(data, dict) and data.get("schema") == roofline.PEAKS_SCHEMA:
-        ps = roofline.peaks_from_dict(data, where, where)
+    if isinstance(data, dict) and data.get("schema") == PEAKS_SCHEMA:
+        ps = peaks_from_dict(data, where, where)
         by_name = reference_from_peaks(ps, table.normal_at_least)
         if not by_name:
             raise UsageError(f"{where}: no measured peaks to use as a reference")
@@ -219,7 +194,7 @@ def load_reference(path: str | Path | None = None) -> ReferenceTable:
     if isinstance(data, dict) and data.get("schema") == REFERENCE_SCHEMA:
         return reference_from_dict(data, where)
     raise ResultsFileError(f"{where}: neither a reference table ({REFERENCE_SCHEMA}) nor a peaks "
-                           f"file ({roofline.PEAKS_SCHEMA})")
+                           f"file ({PEAKS_SCHEMA})")
 
 
 # --- the records ----------------------------------------------------------------------------
@@ -455,81 +430,20 @@ def judge(figures: Sequence[FigureCheck], findings: Sequence[Finding],
     return "below normal", faults[0].text
 
 
-# --- the probe ------------------------------------------------------------------------------
+# --- one device's verdict -------------------------------------------------------------------
 
 
-Progress = Callable[[str], None]
-
-
-def _silent(_line: str) -> None:
-    return None
-
-
-def default_backends() -> tuple[str, ...]:
-    """The CPU (numpy) and every visible GPU."""
-    return ("numpy", *(f"torch-cuda:{i}" for i in range(device_count("torch-cuda"))))
-
-
-def check_backends(names: Iterable[str]) -> tuple[str, ...]:
-    """Bad input is refused before anything runs: a GPU that is not visible, one device twice."""
-    names = tuple(names)
-    cuda = [n for n in names if is_cuda_backend(n)]
-    if cuda:
-        count = device_count("torch-cuda")
-        for n in cuda:
-            if cuda_index(n) >= count:
-                raise UsageError(f"{n}: {'no CUDA device is visible' if count == 0 else f'only {count} visible'}")
-    indices = [cuda_index(n) for n in cuda]
-    if len(set(indices)) != len(indices):
-        raise UsageError("the same GPU is named twice (torch-cuda and torch-cuda:0 are one device)")
-    cpu = [n for n in names if not is_cuda_backend(n)]
-    if len(cpu) > 1:
-        raise UsageError(f"one CPU backend at a time ({', '.join(cpu)}): they probe the same cores")
-    return names
-
-
-def run_doctor(backends: Sequence[str], config: DoctorConfig | None = None,
-               reference: ReferenceTable | None = None, machine: str | None = None,
-               progress: Progress = _silent, backend_for: Callable[[str], Backend] = get_backend,
-               clock: Clock = time.perf_counter_ns, nvml: Any = None, torch: Any = None) -> DoctorReport:
-    """Probe each device and judge it against the reference table."""
-    from bench_suite.env import collect as env_mod
-    from bench_suite.measure.runner import now_iso
-
-    config = config or DoctorConfig()
-    table = reference or packaged_reference()
-    machine = env_mod.machine_name(machine)
-    checks = []
-    for name in check_backends(backends):
-        t0 = time.monotonic()
-        if is_cuda_backend(name):
-            check = _check_gpu(name, config, table, machine, progress, backend_for, clock, nvml, torch)
-        else:
-            check = _check_cpu(name, config, table, machine, progress, backend_for, clock)
-        checks.append(replace(check, seconds=time.monotonic() - t0))
-    return DoctorReport(machine, now_iso(), tuple(checks), table.source)
-
-
-def _measured(ps: roofline.PeakSet) -> list[roofline.Peak]:
-    return [p for p in ps.peaks if p.source == "measured"]
-
-
-def _check_gpu(name: str, config: DoctorConfig, table: ReferenceTable, machine: str,
-               progress: Progress, backend_for: Callable[[str], Backend], clock: Clock,
-               nvml: Any, torch: Any) -> DeviceCheck:
-    backend = backend_for(name)
-    pcfg = peaks.PeaksConfig(sizes=config.gpu_sizes, dtypes=config.gpu_dtypes, threads=(None,),
-                             time_budget_s=config.time_budget_s, copy_bytes=config.gpu_copy_bytes)
-    with device_state.gpu_state_session(cuda_index(name), nvml, torch, config.nvml_interval_s) as s:
-        ps, failure = _probe(name, pcfg, machine, progress, backend, clock)
-    state: dict[str, Any] = (s.state() if isinstance(s, device_state.GpuStateSampler)
-                             else {"available": False, "reason": s})
+def gpu_check(name: str, device: str, ps: PeakSet, failure: str, state: Mapping[str, Any],
+              table: ReferenceTable, dtypes: Sequence[str], device_name: Callable[[], str]) -> DeviceCheck:
+    """A GPU's verdict from its probe (``ps``; ``failure``: why the probe failed, or "") and
+    the state read while it ran, against ``table``. ``device_name``: the device's name, asked
+    only where neither the probe nor the state gives one."""
     measured = _measured(ps)
-    model = (measured[0].device_name if measured else "") or state.get("name") or _name(backend)
+    model = (measured[0].device_name if measured else "") or state.get("name") or device_name()
     ref = table.for_gpu(model)
     notes = {n.split(": ", 1)[0]: n for n in ps.config.get("notes", [])}
     figures = []
-    for dtype in config.gpu_dtypes:
+    for dtype in dtypes:
         p = next((q for q in measured if q.dtype == dtype), None)
         r = ref.figures.get(f"matmul_{dtype}") if ref else None
         figures.append(FigureCheck(
@@ -552,52 +466,22 @@ def _check_gpu(name: str, config: DoctorConfig, table: ReferenceTable, machine: 
         advice = (f"no reference for {model!r}: record one with `bench-suite peaks --backends {name} "
                   "--out healthy.json` on a healthy device of this model, then `bench-suite doctor "
                   "--reference healthy.json`")
-    return DeviceCheck(backend.device, name, model, ref.title if ref else "", tuple(figures),
+    return DeviceCheck(device, name, model, ref.title if ref else "", tuple(figures),
                        tuple(findings), verdict, cause, advice, state)
 
 
-def _probe(name: str, pcfg: peaks.PeaksConfig, machine: str, progress: Progress, backend: Backend,
-           clock: Clock) -> tuple[roofline.PeakSet, str]:
-    """The peaks of one device; a probe that fails (a CUDA error, no memory) is the device's
-    problem, recorded as its figures' reason, not the doctor's crash."""
-    from bench_suite.measure.runner import describe_error, now_iso
-
-    try:
-        return peaks.measure_peaks([name], pcfg, machine, progress, lambda _n: backend, clock), ""
-    except Exception as exc:
-        return roofline.PeakSet(machine, now_iso(), {}, {}, ()), f"the probe failed: {describe_error(exc)}"
-
-
-def _name(backend: Backend) -> str:
-    try:
-        return backend.device_name()
-    except Exception:  # no CUDA, no driver: the state or the verdict says why
-        return backend.device
-
-
-def _source(r: Reference | None) -> str:
-    if r is None:
-        return ""
-    return f"{r.source}" + (f" ({r.note})" if r.note else "")
-
-
-def _check_cpu(name: str, config: DoctorConfig, table: ReferenceTable, machine: str,
-               progress: Progress, backend_for: Callable[[str], Backend], clock: Clock) -> DeviceCheck:
-    backend = backend_for(name)
-    cpus = device_state.usable_cpus()
-    pcfg = peaks.PeaksConfig(sizes=config.cpu_sizes, dtypes=config.cpu_dtypes, threads=(1, None),
-                             time_budget_s=config.time_budget_s, copy_bytes=config.cpu_copy_bytes)
-    with device_state.CpuLoadMeter(cpus) as meter:
-        ps, failure = _probe(name, pcfg, machine, progress, backend, clock)
-    state = {**device_state.cpu_state(cpus), "load": meter.result}
+def cpu_check(name: str, ps: PeakSet, failure: str, state: Mapping[str, Any], table: ReferenceTable,
+              dtypes: Sequence[str], device_name: Callable[[], str]) -> DeviceCheck:
+    """A CPU's verdict from its probe (one core and every core) and its state, against
+    ``table`` (a reference of its own model where one was given, else its theoretical peak)."""
     measured = _measured(ps)
     theory = {(p.dtype, p.threads): p for p in ps.peaks if p.source == "theoretical"}
-    model = (measured[0].device_name if measured else "") or _name(backend)
+    model = (measured[0].device_name if measured else "") or device_name()
     own = table.by_name.get(model)
     all_cores = max((p.threads or 0 for p in measured), default=0)
     figures = []
-    for p in sorted(measured, key=lambda q: (q.threads or 0, config.cpu_dtypes.index(q.dtype)
-                                             if q.dtype in config.cpu_dtypes else 99)):
+    for p in sorted(measured, key=lambda q: (q.threads or 0, dtypes.index(q.dtype)
+                                             if q.dtype in dtypes else 99)):
         t = p.threads or 0
         cores = f"{t} core{'s' * (t != 1)}"
         r = own.figures.get(f"matmul_{p.dtype}") if own and t == all_cores else None
@@ -618,7 +502,7 @@ def _check_cpu(name: str, config: DoctorConfig, table: ReferenceTable, machine: 
                                    r.value if r else None, _source(r),
                                    own.normal_at_least if own else 0.9, "bytes read + written"))
     if not measured:
-        figures.append(FigureCheck(f"matmul_{config.cpu_dtypes[0]}", f"matmul {config.cpu_dtypes[0]}",
+        figures.append(FigureCheck(f"matmul_{dtypes[0]}", f"matmul {dtypes[0]}",
                                    "FLOP/s", None, None, note=failure or "not measured"))
     findings = cpu_findings(state)
     if failure:
@@ -630,6 +514,16 @@ def _check_cpu(name: str, config: DoctorConfig, table: ReferenceTable, machine: 
     title = own.title if own else (table.cpu.title if has_ref else "")
     return DeviceCheck("cpu", name, model, title, tuple(figures), tuple(findings), verdict, cause,
                        advice, state)
+
+
+def _measured(ps: PeakSet) -> list[Peak]:
+    return [p for p in ps.peaks if p.source == "measured"]
+
+
+def _source(r: Reference | None) -> str:
+    if r is None:
+        return ""
+    return f"{r.source}" + (f" ({r.note})" if r.note else "")
 
 
 def as_json(report: DoctorReport) -> str:

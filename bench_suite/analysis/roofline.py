@@ -1,12 +1,14 @@
-"""Peaks (measured, datasheet and theoretical) and the attainable performance of each case.
+"""The roofline: what each case could attain on its device, and how much of it it reached.
 
-A *peak* is what a device can do at one dtype: FLOP/s and memory bytes/s. Three sources:
+A *peak* (``store.peaks.Peak``) is what a device can do at one dtype: FLOP/s and memory
+bytes/s. Four sources, all found here for a report (:func:`peaks_for_runs`):
 
-* ``measured``: ``bench-suite peaks`` (``bench_suite.peaks``): the best matmul of a small sweep
-  of large shapes and a large device copy, timed like every other case. What the report's
-  ``pct_of_peak`` is against: what this machine, with these libraries, was seen to do.
-* ``datasheet``: the built-in :data:`CATALOGUE` of NVIDIA GPUs (dense, no sparsity), looked up
-  by the name torch reports (:func:`lookup_gpu`). What ``pct_of_datasheet`` is against on GPUs.
+* ``measured``: ``bench-suite peaks`` (``measure.peaks``): the best matmul of a small sweep of
+  large shapes and a large device copy, timed like every other case, saved as ``peaks.json``
+  beside the run files. What the report's ``pct_of_peak`` is against: what this machine, with
+  these libraries, was seen to do.
+* ``datasheet``: the catalogue of NVIDIA GPUs (``analysis.catalogue``, dense, no sparsity),
+  looked up by the name torch reports. What ``pct_of_datasheet`` is against on GPUs.
 * ``theoretical``: a CPU's vector width x FMA units x 2 x cores x clock
   (:func:`cpu_theoretical_peaks`). What ``pct_of_datasheet`` is against on CPUs.
 * ``link``: the host-device link of a GPU, per direction: PCIe generation x lanes (from NVML
@@ -16,44 +18,26 @@ A *peak* is what a device can do at one dtype: FLOP/s and memory bytes/s. Three 
 The roofline of a case with arithmetic intensity I (FLOPs per byte, ``ops.arithmetic_intensity``)
 is ``attainable = min(peak FLOP/s, I x bandwidth)``; :func:`add_roofline_columns` adds it, and
 the fraction achieved, to the tidy frame of ``results.to_frame``.
-
-Peaks files (``bench-suite peaks``) format history (bump ``PEAKS_VERSION`` on a change):
-
-* version 1: ``{"schema": "bench-suite/peaks", "version": 1, "machine", "created_at", "env",
-  "config", "peaks": [Peak.to_dict(), ...]}``.
-
-Layering: this module imports only cases, ops, results, env, stats and errors.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench_suite.analysis.catalogue import datasheet_peaks
 from bench_suite.core.cases import DTYPES
-from bench_suite.core.errors import ResultsFileError
+from bench_suite.env import system
 from bench_suite.env.collect import tf32_matmul_enabled
-from bench_suite.store.results import atomic_write_text, parse_json, read_text
+from bench_suite.store.peaks import LINK_DTYPE, Peak, peaks_beside
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from bench_suite.store.results import Run
-
-PEAKS_SCHEMA = "bench-suite/peaks"
-PEAKS_VERSION = 1
-#: File name ``bench-suite peaks`` writes by default, and reports look for beside run files.
-PEAKS_FILENAME = "peaks.json"
-SOURCES = ("measured", "datasheet", "theoretical", "link")
-#: The dtype of a link peak: it holds for every dtype.
-LINK_DTYPE = "*"
-#: Peak dtypes: the suite's dtypes, tf32 (float32 matmul on tensor cores) among them.
-PEAK_DTYPES: tuple[str, ...] = tuple(dict.fromkeys((*DTYPES, "tf32")))
 
 #: Columns :func:`add_roofline_columns` adds. Rates in GFLOP/s and GB/s, fractions in percent.
 ROOFLINE_COLUMNS: tuple[str, ...] = (
@@ -61,85 +45,6 @@ ROOFLINE_COLUMNS: tuple[str, ...] = (
     "datasheet_gflops", "datasheet_gbps", "attainable_datasheet_gflops", "pct_of_datasheet",
     "datasheet_source", "link_gbps", "pct_of_link", "link_source",
 )
-
-
-# --- the record -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Peak:
-    """What one device can do at one dtype. ``None`` where a figure is not known."""
-
-    device: str  # "cpu", "cuda:0", ...
-    dtype: str
-    flops_per_s: float | None
-    bytes_per_s: float | None
-    source: str  # measured | datasheet | theoretical
-    note: str = ""  # how it was found, or where it is written (a URL)
-    device_name: str = ""
-    machine: str = ""  # "" for catalogue figures, which hold for any machine
-    backend: str = ""  # measured only: which library reached it
-    threads: int | None = None  # CPU: cores the figure is for (None: not applicable)
-    details: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"peak source must be one of {SOURCES}, not {self.source!r}")
-        for name in ("flops_per_s", "bytes_per_s"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number or None, not {value!r}")
-
-    @property
-    def gflops(self) -> float:
-        return self.flops_per_s / 1e9 if self.flops_per_s else math.nan
-
-    @property
-    def gbps(self) -> float:
-        return self.bytes_per_s / 1e9 if self.bytes_per_s else math.nan
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "device": self.device, "device_name": self.device_name, "machine": self.machine,
-            "backend": self.backend, "dtype": self.dtype, "threads": self.threads,
-            "flops_per_s": self.flops_per_s, "bytes_per_s": self.bytes_per_s,
-            "source": self.source, "note": self.note, "details": dict(self.details),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str) -> Peak:
-        if not isinstance(d, dict):
-            raise ResultsFileError(f"{where}: a peak must be an object")
-
-        def text(key: str, default: str = "") -> str:
-            value = d.get(key, default)
-            if not isinstance(value, str):
-                raise ResultsFileError(f"{where}.{key}: expected a string")
-            return value
-
-        def rate(key: str) -> float | None:
-            value = d.get(key)
-            if value is None:
-                return None
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
-                    math.isfinite(value) and value > 0):
-                raise ResultsFileError(f"{where}.{key}: expected a positive number or null")
-            return float(value)
-
-        threads = d.get("threads")
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
-                                    or threads <= 0):
-            raise ResultsFileError(f"{where}.threads: expected a positive count or null")
-        details = d.get("details", {})
-        if not isinstance(details, dict):
-            raise ResultsFileError(f"{where}.details: expected an object")
-        source = text("source")
-        if source not in SOURCES:
-            raise ResultsFileError(f"{where}.source: {source!r} is not one of {', '.join(SOURCES)}")
-        return cls(device=text("device"), dtype=text("dtype"), flops_per_s=rate("flops_per_s"),
-                   bytes_per_s=rate("bytes_per_s"), source=source, note=text("note"),
-                   device_name=text("device_name"), machine=text("machine"),
-                   backend=text("backend"), threads=threads, details=details)
 
 
 def attainable(intensity: float, flops_per_s: float | None, bytes_per_s: float | None) -> float:
@@ -160,133 +65,6 @@ def attainable(intensity: float, flops_per_s: float | None, bytes_per_s: float |
 def ridge_point(flops_per_s: float, bytes_per_s: float) -> float:
     """Intensity (FLOP/byte) where the memory roof meets the compute roof."""
     return flops_per_s / bytes_per_s
-
-
-# --- the GPU catalogue ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    """Datasheet figures of one GPU model: dense (no structured sparsity), boost clock.
-
-    ``flops`` per suite dtype: float64 is the FP64 *tensor core* figure where the card has one
-    (cuBLAS DGEMM uses them), float32 the plain FP32 (CUDA core) figure, tf32/float16/bfloat16
-    the tensor-core figures with FP32 accumulation (what cuBLAS uses for torch matmuls).
-    """
-
-    key: str
-    title: str
-    names: tuple[str, ...]  # names torch.cuda.get_device_name reports, matched exactly
-    flops: Mapping[str, float]  # dtype -> FLOP/s
-    bytes_per_s: float
-    source: str  # URL of the datasheet or whitepaper
-    require: tuple[str, ...] = ()  # fuzzy match: all of these tokens ...
-    forbid: tuple[str, ...] = ()  # ... and none of these
-    note: str = ""
-
-
-_T = 1e12
-_H100_DS = "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet"
-_A100_DS = ("https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/"
-            "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf")
-_V100_DS = ("https://images.nvidia.com/content/technologies/volta/pdf/"
-            "volta-v100-datasheet-update-us-1165301-r5.pdf")
-_A100_FLOPS = {"float64": 19.5 * _T, "float32": 19.5 * _T, "tf32": 156 * _T,
-               "float16": 312 * _T, "bfloat16": 312 * _T}
-
-#: Datasheet peaks. Sparse figures in the datasheets are halved to the dense ones here.
-CATALOGUE: tuple[GpuSpec, ...] = (
-    GpuSpec("h100-sxm", "H100 SXM5 80GB", ("NVIDIA H100 80GB HBM3", "NVIDIA H100 SXM5 80GB"),
-            {"float64": 67 * _T, "float32": 67 * _T, "tf32": 494.5 * _T, "float16": 989.5 * _T,
-             "bfloat16": 989.5 * _T}, 3.35e12, _H100_DS,
-            require=("h100",), forbid=("pcie", "nvl", "h100l")),
-    GpuSpec("h100-pcie", "H100 PCIe 80GB", ("NVIDIA H100 PCIe",),
-            {"float64": 51 * _T, "float32": 51 * _T, "tf32": 378 * _T, "float16": 756.5 * _T,
-             "bfloat16": 756.5 * _T}, 2.0e12, _H100_DS, require=("h100", "pcie")),
-    GpuSpec("h100-nvl", "H100 NVL 94GB", ("NVIDIA H100 NVL",),
-            {"float64": 60 * _T, "float32": 60 * _T, "tf32": 417.5 * _T, "float16": 835.5 * _T,
-             "bfloat16": 835.5 * _T}, 3.9e12, _H100_DS, require=("h100", "nvl")),
-    GpuSpec("h200-sxm", "H200 SXM 141GB", ("NVIDIA H200",),
-            {"float64": 67 * _T, "float32": 67 * _T, "tf32": 494.5 * _T, "float16": 989.5 * _T,
-             "bfloat16": 989.5 * _T}, 4.8e12, "https://www.nvidia.com/en-us/data-center/h200/",
-            require=("h200",), forbid=("nvl",)),
-    GpuSpec("h200-nvl", "H200 NVL 141GB", ("NVIDIA H200 NVL",),
-            {"float64": 60 * _T, "float32": 60 * _T, "tf32": 417.5 * _T, "float16": 835.5 * _T,
-             "bfloat16": 835.5 * _T}, 4.8e12, "https://www.nvidia.com/en-us/data-center/h200/",
-            require=("h200", "nvl")),
-    GpuSpec("a100-sxm-80gb", "A100 SXM4 80GB", ("NVIDIA A100-SXM4-80GB",), _A100_FLOPS, 2.039e12,
-            _A100_DS, require=("a100", "80gb"), forbid=("pcie",)),
-    GpuSpec("a100-sxm-40gb", "A100 SXM4 40GB", ("NVIDIA A100-SXM4-40GB",), _A100_FLOPS, 1.555e12,
-            _A100_DS, require=("a100",), forbid=("pcie", "80gb")),
-    GpuSpec("a100-pcie-80gb", "A100 PCIe 80GB", ("NVIDIA A100 80GB PCIe", "NVIDIA A100-PCIE-80GB"),
-            _A100_FLOPS, 1.935e12, _A100_DS, require=("a100", "pcie", "80gb")),
-    GpuSpec("a100-pcie-40gb", "A100 PCIe 40GB", ("NVIDIA A100-PCIE-40GB",), _A100_FLOPS, 1.555e12,
-            _A100_DS, require=("a100", "pcie"), forbid=("80gb",)),
-    GpuSpec("l4", "L4 24GB", ("NVIDIA L4",),
-            {"float64": 0.473 * _T, "float32": 30.3 * _T, "tf32": 60 * _T, "float16": 121 * _T,
-             "bfloat16": 121 * _T}, 0.3e12, "https://www.nvidia.com/en-us/data-center/l4/",
-            require=("l4",), note="FP64 is not on the datasheet: 1/64 of FP32 (Ada)"),
-    GpuSpec("rtx-4090", "GeForce RTX 4090", ("NVIDIA GeForce RTX 4090",),
-            {"float64": 1.29 * _T, "float32": 82.6 * _T, "tf32": 82.6 * _T, "float16": 165.2 * _T,
-             "bfloat16": 165.2 * _T}, 1.008e12,
-            "https://images.nvidia.com/aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf",
-            require=("4090",), forbid=("laptop", "mobile", "d"),
-            note="Ada whitepaper, appendix A: FP16/BF16 tensor with FP32 accumulate (GeForce: "
-                 "half the FP16-accumulate rate); FP64 1/64 of FP32"),
-    GpuSpec("v100-sxm2", "V100 SXM2", ("Tesla V100-SXM2-16GB", "Tesla V100-SXM2-32GB"),
-            {"float64": 7.8 * _T, "float32": 15.7 * _T, "float16": 125 * _T}, 0.9e12, _V100_DS,
-            require=("v100", "sxm2"), note="no bfloat16 or tf32 on Volta"),
-    GpuSpec("v100s-pcie", "V100S PCIe 32GB", ("Tesla V100S-PCIE-32GB",),
-            {"float64": 8.2 * _T, "float32": 16.4 * _T, "float16": 130 * _T}, 1.134e12, _V100_DS,
-            require=("v100s",), note="no bfloat16 or tf32 on Volta"),
-    GpuSpec("v100-pcie", "V100 PCIe", ("Tesla V100-PCIE-16GB", "Tesla V100-PCIE-32GB"),
-            {"float64": 7 * _T, "float32": 14 * _T, "float16": 112 * _T}, 0.9e12, _V100_DS,
-            require=("v100", "pcie"), forbid=("v100s",), note="no bfloat16 or tf32 on Volta"),
-)
-
-
-def _tokens(name: str) -> set[str]:
-    """``"NVIDIA A100-SXM4-80GB"`` -> {"nvidia", "a100", "sxm4", "80gb"}: whole words only, so
-    that "sxm2" does not count as "sxm" nor "l40s" as "l4"."""
-    return set(re.findall(r"[a-z0-9]+", name.lower()))
-
-
-@dataclass(frozen=True)
-class GpuMatch:
-    spec: GpuSpec
-    how: str  # "exact" | "fuzzy"
-
-
-def lookup_gpu(name: str) -> GpuMatch | None:
-    """The catalogue entry for the GPU name torch reports: an exact (case-insensitive) match
-    of a known name first, else the first entry whose required tokens are all in the name and
-    forbidden ones are not (``"H100 SXM5 94GB"`` -> H100 SXM). None for an unknown GPU."""
-    wanted = " ".join(name.lower().split())
-    if not wanted:
-        return None
-    for spec in CATALOGUE:
-        if any(wanted == " ".join(n.lower().split()) for n in spec.names):
-            return GpuMatch(spec, "exact")
-    tokens = _tokens(name)
-    for spec in CATALOGUE:
-        # "sxm2" must not satisfy "sxm"; tokens compare whole, except memory sizes
-        if all(t in tokens for t in spec.require) and not any(t in tokens for t in spec.forbid):
-            return GpuMatch(spec, "fuzzy")
-    return None
-
-
-def datasheet_peaks(name: str, device: str = "cuda:0") -> list[Peak]:
-    """Datasheet peaks of a GPU by its reported name, one per dtype it lists (empty: unknown)."""
-    match = lookup_gpu(name)
-    if match is None:
-        return []
-    spec = match.spec
-    note = f"{spec.title} datasheet ({match.how} match of {name!r}): {spec.source}"
-    if spec.note:
-        note += f"; {spec.note}"
-    return [Peak(device, dtype, flops, spec.bytes_per_s, "datasheet", note, device_name=name,
-                 details={"catalogue_key": spec.key, "match": match.how})
-            for dtype, flops in spec.flops.items()]
 
 
 # --- the host-device link -------------------------------------------------------------------
@@ -381,16 +159,8 @@ class CpuSpec:
         return self.flops_per_cycle(dtype) * (cores or self.cores) * self.clock_hz
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
 def cpu_clock_hz(cpuinfo_mhz: float | None = None,
-                 sysfs_max_khz: str = "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq",
-                 ) -> tuple[float | None, str]:
+                 sysfs_max_khz: str = system.CPU0_MAX_FREQ) -> tuple[float | None, str]:
     """The clock to count peaks at, and where it came from.
 
     The highest clock the kernel will run a core at (cpufreq ``cpuinfo_max_freq``, which
@@ -400,9 +170,9 @@ def cpu_clock_hz(cpuinfo_mhz: float | None = None,
     code, and numpy's accumulate loops run at several cycles per element, not at the latency
     of one add.
     """
-    text = _read(sysfs_max_khz).strip()
-    if text.isdigit() and int(text) > 0:
-        return int(text) * 1e3, "cpufreq cpuinfo_max_freq (maximum, turbo included)"
+    khz = system.cpu_max_khz(sysfs_max_khz)
+    if khz is not None:
+        return khz * 1e3, "cpufreq cpuinfo_max_freq (maximum, turbo included)"
     if cpuinfo_mhz and cpuinfo_mhz > 0:
         return cpuinfo_mhz * 1e6, "/proc/cpuinfo 'cpu MHz' (nominal; turbo may run higher)"
     return None, "unknown"
@@ -469,66 +239,6 @@ def cpu_theoretical_peaks(spec: CpuSpec, machine: str = "", dtypes: Sequence[str
     return out
 
 
-# --- peaks files ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PeakSet:
-    """The content of one peaks file: a machine, its environment and its peaks."""
-
-    machine: str
-    created_at: str
-    env: Mapping[str, Any]
-    config: Mapping[str, Any]
-    peaks: tuple[Peak, ...]
-    path: str = field(default="", compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema": PEAKS_SCHEMA, "version": PEAKS_VERSION, "machine": self.machine,
-                "created_at": self.created_at, "env": dict(self.env),
-                "config": dict(self.config), "peaks": [p.to_dict() for p in self.peaks]}
-
-
-def save_peaks(peaks: PeakSet, path: str | Path) -> Path:
-    from bench_suite.core.errors import OutputError
-
-    path = Path(path)
-    try:
-        atomic_write_text(path, json.dumps(peaks.to_dict(), allow_nan=False, indent=1) + "\n")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
-
-
-def is_peaks_file(path: Path) -> bool:
-    """By name: ``peaks.json`` or ``*.peaks.json`` (so run-file loaders can skip them)."""
-    return path.name == PEAKS_FILENAME or path.name.endswith("." + PEAKS_FILENAME)
-
-
-def peaks_from_dict(data: Any, where: str, path: str = "") -> PeakSet:
-    if not isinstance(data, dict) or data.get("schema") != PEAKS_SCHEMA:
-        raise ResultsFileError(f"{where}: not a bench-suite peaks file (schema {PEAKS_SCHEMA!r})")
-    if data.get("version") != PEAKS_VERSION:
-        raise ResultsFileError(f"{where}: peaks file version {data.get('version')!r}; this "
-                               f"bench-suite reads version {PEAKS_VERSION}")
-    raw = data.get("peaks")
-    if not isinstance(raw, list):
-        raise ResultsFileError(f"{where}: 'peaks' must be a list")
-    machine = data.get("machine")
-    if not isinstance(machine, str):
-        raise ResultsFileError(f"{where}.machine: expected a string")
-    env, config = data.get("env", {}), data.get("config", {})
-    if not isinstance(env, dict) or not isinstance(config, dict):
-        raise ResultsFileError(f"{where}: 'env' and 'config' must be objects")
-    peaks = tuple(Peak.from_dict(p, f"{where}: peaks[{i}]") for i, p in enumerate(raw))
-    return PeakSet(machine, str(data.get("created_at", "")), env, config, peaks, path)
-
-
-def load_peaks(path: str | Path) -> PeakSet:
-    path = Path(path)
-    return peaks_from_dict(parse_json(read_text(path), str(path)), str(path), str(path))
-
-
 def peaks_for_runs(runs: Iterable[Run], extra_files: Iterable[str | Path] = ()) -> list[Peak]:
     """Every peak a report of ``runs`` can use, found without being told:
 
@@ -540,18 +250,7 @@ def peaks_for_runs(runs: Iterable[Run], extra_files: Iterable[str | Path] = ()) 
     3. GPU datasheet figures are looked up by :func:`add_roofline_columns` itself, by name.
     """
     runs = list(runs)
-    files: dict[Path, None] = {}
-    for run in runs:
-        if run.path:
-            candidate = Path(run.path).parent / PEAKS_FILENAME
-            if candidate.is_file():
-                files[candidate.resolve()] = None
-    for f in extra_files:
-        files[Path(f).resolve()] = None
-    out: list[Peak] = []
-    for f in files:
-        ps = load_peaks(f)
-        out.extend(p if p.machine else replace(p, machine=ps.machine) for p in ps.peaks)
+    out = peaks_beside(runs, extra_files)
     have_theory = {p.machine for p in out if p.source == "theoretical"}
     have_gpus = {(p.machine, p.device) for p in out if p.source == "datasheet"}
     have_links = {(p.machine, p.device) for p in out if p.source == "link"}

@@ -18,6 +18,7 @@ import numpy as np
 
 from bench_suite.core.cases import Case
 from bench_suite.core.timing import BlockTimer, Clock
+from bench_suite.env.system import host_available_bytes
 
 
 @dataclass(frozen=True)
@@ -106,18 +107,6 @@ class Backend(ABC):
         return host_available_bytes()
 
 
-def host_available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def no_tf32(backend: str) -> Availability:
     """The reason every CPU backend gives for a ``tf32`` case."""
     return Availability.no(f"tf32 is float32 on CUDA tensor cores; {backend} has no TF32 math "
@@ -145,19 +134,6 @@ def blas_threads(count: int) -> Iterator[int | None]:
     with threadpool_limits(limits=count, user_api="blas"):
         applied = {m["num_threads"] for m in threadpool_info() if m.get("user_api") == "blas"}
         yield applied.pop() if len(applied) == 1 else (None if not applied else min(applied))
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def env_flag(name: str) -> bool:

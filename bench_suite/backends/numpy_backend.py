@@ -14,12 +14,12 @@ from bench_suite.backends.base import (
     Backend,
     Prepared,
     blas_threads,
-    cpu_model,
     memory_check,
     no_tf32,
 )
 from bench_suite.core import ops
 from bench_suite.core.cases import Case, cpu_count
+from bench_suite.env.system import cpu_model
 
 _DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 

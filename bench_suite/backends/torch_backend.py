@@ -33,14 +33,13 @@ from bench_suite.backends.base import (
     Backend,
     Prepared,
     blas_threads,
-    cpu_model,
-    host_available_bytes,
     memory_check,
     no_tf32,
 )
 from bench_suite.core import ops
 from bench_suite.core.cases import Case, cpu_count, cuda_index, is_backward
 from bench_suite.core.timing import BlockTimer, Clock, EventTimer
+from bench_suite.env.system import cpu_model, host_available_bytes
 
 if TYPE_CHECKING:
     import torch

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bench_suite.core import stats
-from bench_suite.measure.interference import NO_INTERFERENCE_DATA, Interference, Monitor
+from bench_suite.core.interference import NO_INTERFERENCE_DATA, Interference, SampleMonitor
 
 Clock = Callable[[], int]  # nanoseconds, monotonic
 
@@ -235,14 +235,15 @@ def measure(
     timer: BlockTimer,
     config: TimingConfig = TimingConfig(),
     clock: Clock = time.perf_counter_ns,
-    monitor: Monitor | None = None,
+    monitor: SampleMonitor | None = None,
     gate: Gate | None = None,
 ) -> Timing:
     """Warm up, calibrate, then sample ``fn`` until the stopping rule holds.
 
-    ``monitor`` (``interference.Monitor``) judges every sample: one during which other work
-    held a core this case needed is retaken (see :data:`MIN_RETAKES`), and the timing
-    carries what the monitor saw over the sampling window. None: nothing is watched.
+    ``monitor`` (a ``SampleMonitor``, such as ``measure.interference.Monitor``) judges every
+    sample: one during which other work held a core this case needed is retaken (see
+    :data:`MIN_RETAKES`), and the timing carries what the monitor saw over the sampling
+    window. None: nothing is watched.
     ``gate``: sample only when it says so, and stop when it says so (see :data:`Gate`).
     """
     gc_was_enabled = gc.isenabled()
@@ -255,7 +256,7 @@ def measure(
 
 
 def _measure(fn: Callable[[], object], timer: BlockTimer, config: TimingConfig, clock: Clock,
-             monitor: Monitor | None, gate: Gate | None = None) -> Timing:
+             monitor: SampleMonitor | None, gate: Gate | None = None) -> Timing:
     t_start = clock()
     budget_ns = config.time_budget_s * 1e9
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bench_suite.core.cases import cpu_count
+from bench_suite.env import system
+from bench_suite.env.nvml import nvml_info, nvml_link
 
 #: Environment variables that change what a benchmark measures.
 ENV_VARS = (
@@ -97,59 +99,25 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
 def cpu_info() -> dict[str, Any]:
-    text = _read("/proc/cpuinfo")
-    model, mhz, flags = "", None, set()
-    cores: set[tuple[str, str]] = set()
-    phys = core = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "model name" and not model:
-            model = value
-        elif key == "cpu MHz" and mhz is None:
-            try:
-                mhz = float(value)
-            except ValueError:
-                pass
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-        elif key == "physical id":
-            phys = value
-        elif key == "core id":
-            core = value
-            cores.add((phys, core))
+    info = system.cpuinfo()
     simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16",
-                        "amx_tile", "amx_bf16", "neon", "asimd", "sve") if f in flags]
-    governor = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").strip() or None
+                        "amx_tile", "amx_bf16", "neon", "asimd", "sve") if f in info.flags]
     return {
-        "model": model or platform.processor() or platform.machine(),
+        "model": info.model or platform.processor() or platform.machine(),
         "logical_cores": os.cpu_count(),
-        "physical_cores": len(cores) or None,
+        "physical_cores": info.physical_cores,
         "usable_cores": cpu_count(),
-        "mhz": mhz,
+        "mhz": info.mhz,
         "simd": simd,
-        "governor": governor,
+        "governor": system.scaling_governor(0),
     }
 
 
 def memory_info() -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for line in _read("/proc/meminfo").splitlines():
-        key, _, value = line.partition(":")
-        if key in ("MemTotal", "MemAvailable"):
-            try:
-                out["total_bytes" if key == "MemTotal" else "available_bytes"] = int(value.split()[0]) * 1024
-            except (ValueError, IndexError):
-                pass
-    return out
+    fields = system.meminfo()
+    return {name: fields[key] for key, name in (("MemTotal", "total_bytes"),
+                                                ("MemAvailable", "available_bytes")) if key in fields}
 
 
 def blas_info() -> list[dict[str, Any]]:
@@ -305,123 +273,19 @@ def gpu_info(index: int) -> dict[str, Any]:
     return out
 
 
-#: PCIe transfer rate (GT/s) -> generation, as sysfs writes the speed ("16.0 GT/s PCIe").
-_PCIE_GT_S = {"2.5": 1, "5": 2, "5.0": 2, "8": 3, "8.0": 3, "16": 4, "16.0": 4, "32": 5,
-              "32.0": 5, "64": 6, "64.0": 6}
-
-
 def link_info(index: int, bus_id: str | None = None, name: str = "", nvml: Any = None,
-              sysfs: str = "/sys/bus/pci/devices") -> dict[str, Any]:
+              sysfs: str = system.PCI_DEVICES) -> dict[str, Any]:
     """How a GPU reaches host memory: ``{"kind": "nvlink-c2c", "source"}`` or ``{"kind":
     "pcie", "generation", "width", "current_generation", "current_width", "source"}`` (the
     peak is the link's maximum: an idle link trains down to save power). From NVML where
     nvidia-ml-py and a driver are present, else from sysfs by the card's PCI bus id, else
     (NVLink-C2C only) from the device's name; ``{}`` when none says."""
-    found = _nvml_link(index, bus_id, nvml)
+    found = nvml_link(index, bus_id, nvml)
     if not found and bus_id:
-        found = _sysfs_link(Path(sysfs) / bus_id.lower())
+        found = system.pcie_link(Path(sysfs) / bus_id.lower())
     if not found and any(t in name.upper() for t in ("GH200", "GB200", "GB300")):
         found = {"kind": "nvlink-c2c", "source": "device name"}
     return found
-
-
-def _nvml_link(index: int, bus_id: str | None, nvml: Any = None) -> dict[str, Any]:
-    if nvml is None:
-        try:
-            import pynvml as nvml
-        except ImportError:
-            return {}
-    try:
-        nvml.nvmlInit()
-    except Exception:  # no driver or library: no NVML here
-        return {}
-    try:
-        handle = None
-        if bus_id:
-            try:
-                handle = nvml.nvmlDeviceGetHandleByPciBusId(bus_id.encode())
-            except Exception:
-                handle = None
-        if handle is None:
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
-
-        def get(fn: str) -> Any:
-            try:
-                return getattr(nvml, fn)(handle)
-            except Exception:  # a query this driver or card does not support
-                return None
-
-        c2c = get("nvmlDeviceGetC2cModeInfoV")
-        if c2c is not None and getattr(c2c, "isC2cEnabled", 0):
-            return {"kind": "nvlink-c2c", "source": "nvml"}
-        gen, width = get("nvmlDeviceGetMaxPcieLinkGeneration"), get("nvmlDeviceGetMaxPcieLinkWidth")
-        if not (isinstance(gen, int) and isinstance(width, int) and gen > 0 and width > 0):
-            return {}
-        return {"kind": "pcie", "generation": gen, "width": width,
-                "current_generation": get("nvmlDeviceGetCurrPcieLinkGeneration"),
-                "current_width": get("nvmlDeviceGetCurrPcieLinkWidth"), "source": "nvml"}
-    except Exception:
-        return {}
-    finally:
-        try:
-            nvml.nvmlShutdown()
-        except Exception:
-            pass
-
-
-def _sysfs_link(device: Path) -> dict[str, Any]:
-    def read(name: str) -> str:
-        return _read(str(device / name)).strip()
-
-    def gen(speed: str) -> int | None:
-        return _PCIE_GT_S.get(speed.split()[0]) if speed else None
-
-    def width(text: str) -> int | None:
-        return int(text) if text.isdigit() and int(text) > 0 else None
-
-    max_gen, max_width = gen(read("max_link_speed")), width(read("max_link_width"))
-    if max_gen is None or max_width is None:
-        return {}
-    return {"kind": "pcie", "generation": max_gen, "width": max_width,
-            "current_generation": gen(read("current_link_speed")),
-            "current_width": width(read("current_link_width")), "source": "sysfs"}
-
-
-def nvml_info(index: int) -> dict[str, Any]:
-    """Driver version and clocks from NVML, where nvidia-ml-py and a driver are present."""
-    try:
-        import pynvml
-    except ImportError:
-        return {}
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # NVMLError and library load errors: no NVML here, say nothing
-        return {}
-    try:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        out: dict[str, Any] = {"driver": _s(pynvml.nvmlSystemGetDriverVersion())}
-        for key, fn in (
-            ("max_sm_clock_mhz", lambda: pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)),
-            ("max_mem_clock_mhz", lambda: pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_MEM)),
-            ("power_limit_w", lambda: pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000),
-            ("pci_bus_id", lambda: _s(pynvml.nvmlDeviceGetPciInfo(handle).busId)),
-        ):
-            try:
-                out[key] = fn()
-            except Exception:  # a field this driver or card does not expose
-                out[key] = None
-        return out
-    except Exception:
-        return {}
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def lookup(record: Any, *keys: str) -> Any:

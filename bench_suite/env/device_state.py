@@ -29,11 +29,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-from bench_suite.measure.gpu.options import REASONS, THROTTLING, gpu_processes, nvml_handle, reason_names
-from bench_suite.measure.interference import read_machine_ticks
+from bench_suite.env import system
+from bench_suite.env.collect import blas_info, cpu_info
+from bench_suite.env.nvml import REASONS, THROTTLING, gpu_processes, nvml_handle, reason_names
+from bench_suite.env.system import read_machine_ticks
 
 #: Samples at or above this GPU utilization (percent) count as "under load".
 LOAD_UTILIZATION = 50
@@ -237,56 +238,13 @@ def gpu_state_session(index: int, nvml: Any = None, torch: Any = None,
 # --- CPU ------------------------------------------------------------------------------------
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="ascii", errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _khz(text: str) -> float | None:
-    return int(text) / 1e3 if text.isdigit() else None
-
-
-def usable_cpus() -> list[int]:
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return list(range(os.cpu_count() or 1))
-
-
-def cpu_frequency_state(cpus: list[int], root: str = "/sys/devices/system/cpu") -> dict[str, Any]:
-    """Governor, driver and clocks (MHz) of ``cpus`` from cpufreq; None where the kernel (or a
-    VM) exposes no cpufreq."""
-    governors: dict[str, int] = {}
-    cur, top = [], []
-    driver = ""
-    for c in cpus:
-        base = f"{root}/cpu{c}/cpufreq"
-        gov = _read(f"{base}/scaling_governor")
-        if gov:
-            governors[gov] = governors.get(gov, 0) + 1
-        driver = driver or _read(f"{base}/scaling_driver")
-        if (f := _khz(_read(f"{base}/scaling_cur_freq"))) is not None:
-            cur.append(f)
-        if (m := _khz(_read(f"{base}/cpuinfo_max_freq"))) is not None:
-            top.append(m)
-    return {
-        "governor": max(governors, key=governors.__getitem__) if governors else None,
-        "governors": governors,
-        "driver": driver or None,
-        "cur_mhz": _median(cur),
-        "max_mhz": max(top, default=None),
-    }
-
-
 class CpuLoadMeter:
     """CPU time other processes took on this process's cores while the block ran, in cores,
     and the time a hypervisor stole from them (``steal``): what else was competing."""
 
-    def __init__(self, cpus: list[int] | None = None, stat: str = "/proc/stat",
+    def __init__(self, cpus: list[int] | None = None, stat: str = system.PROC_STAT,
                  clock: Callable[[], float] = time.monotonic):
-        self.cpus = set(cpus if cpus is not None else usable_cpus())
+        self.cpus = set(cpus if cpus is not None else system.usable_cpus())
         self.stat, self.clock = stat, clock
         self.result: dict[str, Any] = {}
 
@@ -315,18 +273,8 @@ def _own_cpu_s() -> float:
     return t.user + t.system
 
 
-def load_average() -> float | None:
-    text = _read("/proc/loadavg").split()
-    try:
-        return float(text[0])
-    except (IndexError, ValueError):
-        return None
-
-
 def cpu_state(cpus: list[int] | None = None) -> dict[str, Any]:
     """Governor and clocks of the usable cores, the load average, the BLAS libraries."""
-    from bench_suite.env import collect as env_mod
-
-    cpus = usable_cpus() if cpus is None else cpus
-    return {"cpus": len(cpus), **cpu_frequency_state(cpus), "load_average_1m": load_average(),
-            "blas": env_mod.blas_info(), "cpu": env_mod.cpu_info()}
+    cpus = sorted(system.usable_cpus()) if cpus is None else cpus
+    return {"cpus": len(cpus), **system.cpu_frequency_state(cpus), "load_average_1m": system.load_average(),
+            "blas": blas_info(), "cpu": cpu_info()}

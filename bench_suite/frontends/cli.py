@@ -669,10 +669,11 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from bench_suite.analysis.noise import summarize_profile
     from bench_suite.core.timing import TimingConfig
     from bench_suite.env import collect as env_mod
     from bench_suite.measure import ab, runner
-    from bench_suite.store.noise import NOISE_FILENAME, summarize_profile
+    from bench_suite.store.noise import NOISE_FILENAME
 
     if args.rounds < 3:
         raise UsageError("calibrate needs --rounds 3 or more")
@@ -732,10 +733,10 @@ def _gpu_options(args: argparse.Namespace) -> Any:
 
 
 def cmd_peaks(args: argparse.Namespace) -> int:
-    from bench_suite.analysis import roofline
     from bench_suite.backends import expand_devices
     from bench_suite.env import collect as env_mod
     from bench_suite.measure import peaks
+    from bench_suite.store.peaks import save_peaks
 
     backends = (expand_devices(cases_mod.parse_backends(args.backends, allow_all=True))
                 if args.backends else peaks.default_backends())
@@ -753,7 +754,7 @@ def cmd_peaks(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
 
     result = peaks.measure_peaks(backends, config, machine, _silent if args.quiet else progress)
-    roofline.save_peaks(result, path)
+    save_peaks(result, path)
     _print_peaks(peaks.peaks_table(result), result)
     print(f"\nsaved {len(result.peaks)} peaks to {path}")
     return EXIT_OK
@@ -799,12 +800,13 @@ def _print_peaks(table: Any, result: Any) -> None:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from bench_suite import backends
-    from bench_suite.analysis import diagnosis as doctor
+    from bench_suite.analysis import diagnosis
+    from bench_suite.measure import doctor
 
     names = (backends.expand_devices(cases_mod.parse_backends(args.backends, allow_all=True))
              if args.backends else doctor.default_backends())
     doctor.check_backends(names)
-    table = doctor.load_reference(args.reference)
+    table = diagnosis.load_reference(args.reference)
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr)
@@ -812,7 +814,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     report = doctor.run_doctor(names, doctor.DoctorConfig(time_budget_s=args.time_budget), table,
                                args.machine, _silent if args.quiet else progress)
     if args.json:
-        print(doctor.as_json(report))
+        print(diagnosis.as_json(report))
     else:
         _print_doctor(report)
     return report.exit_status

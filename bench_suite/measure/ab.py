@@ -298,7 +298,8 @@ def calibrate(
     import sys
     import tempfile
 
-    from bench_suite.store.noise import profile_from_ab, save_profile
+    from bench_suite.analysis.noise import profile_from_ab
+    from bench_suite.store.noise import save_profile
 
     python = python or sys.executable
     with tempfile.TemporaryDirectory(prefix="bench-suite-calibrate-") as tmp:

@@ -24,7 +24,7 @@ from bench_suite.backends import Backend, Prepared, get_backend
 from bench_suite.core import ops
 from bench_suite.core.cases import Case, is_cuda_backend
 from bench_suite.core.timing import Clock, Timing, TimingConfig, measure
-from bench_suite.measure.interference import settle
+from bench_suite.env.system import settle
 from bench_suite.measure.phases import with_reset
 
 # --- a host clock that waits for the device ----------------------------------------------

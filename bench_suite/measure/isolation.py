@@ -40,7 +40,7 @@ from typing import IO, Any
 from bench_suite.core.cases import Case
 from bench_suite.core.errors import BenchSuiteError, UsageError
 from bench_suite.core.timing import TimingConfig
-from bench_suite.measure.interference import process_cpu_ns
+from bench_suite.env.system import process_cpu_ns
 from bench_suite.measure.runner import Rounds, RunOptions, now_iso
 from bench_suite.measure.worker import PROTOCOL
 from bench_suite.store.results import Measurement, Round, parse_json
@@ -359,7 +359,7 @@ def worker_env(extra: Mapping[str, str] = {}, own_package: bool = True) -> dict[
     standard library. ``ab`` turns it off: each side's interpreter imports its own.
     """
     env = {**os.environ, **extra}
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the folder that holds bench_suite/
     if own_package and root.name not in ("site-packages", "dist-packages"):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     return env

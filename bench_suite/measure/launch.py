@@ -39,6 +39,7 @@ from typing import Any
 
 from bench_suite.core.cases import ALL_CUDA, cuda_index, is_cuda_backend
 from bench_suite.core.errors import UsageError
+from bench_suite.env import system
 
 LAUNCHER_ENV = "BENCH_SUITE_LAUNCHER"
 LOCAL_DEVICE_ENV = "BENCH_SUITE_LOCAL_DEVICE"
@@ -268,23 +269,7 @@ def localize_backends(names: Sequence[str], ctx: RankContext,
 # --- the rank's share of the CPU ------------------------------------------------------------
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="ascii", errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _cpu_list(text: str) -> set[int]:
-    out: set[int] = set()
-    for part in filter(None, text.split(",")):
-        lo, _, hi = part.partition("-")
-        if lo.isdigit() and (hi.isdigit() or not hi):
-            out.update(range(int(lo), int(hi or lo) + 1))
-    return out
-
-
-def core_groups(cpus: Sequence[int], root: str = "/sys/devices/system/cpu") -> list[list[int]]:
+def core_groups(cpus: Sequence[int], root: str = system.CPU_ROOT) -> list[list[int]]:
     """``cpus`` grouped by physical core (hyperthread siblings together), in CPU order, so that
     a share never splits a core between two ranks."""
     seen: dict[int, list[int]] = {}
@@ -293,9 +278,7 @@ def core_groups(cpus: Sequence[int], root: str = "/sys/devices/system/cpu") -> l
     for cpu in sorted(cpus):
         if cpu in seen:
             continue
-        text = _read(f"{root}/cpu{cpu}/topology/core_cpus_list") or _read(
-            f"{root}/cpu{cpu}/topology/thread_siblings_list")
-        siblings = sorted((_cpu_list(text) & allowed) | {cpu})
+        siblings = sorted((system.core_siblings(cpu, root) & allowed) | {cpu})
         group = [c for c in siblings if c not in seen]
         for c in group:
             seen[c] = group
@@ -304,7 +287,7 @@ def core_groups(cpus: Sequence[int], root: str = "/sys/devices/system/cpu") -> l
 
 
 def cpu_share(cpus: Sequence[int], local_rank: int, local_world_size: int,
-              root: str = "/sys/devices/system/cpu") -> list[int]:
+              root: str = system.CPU_ROOT) -> list[int]:
     """The CPUs of local rank ``local_rank`` of ``local_world_size``: a contiguous block of
     whole physical cores, disjoint from every other rank's. With fewer cores than ranks each
     rank gets one core, shared round-robin (said in the run's config)."""
@@ -322,9 +305,8 @@ def pin_process(cpus: Sequence[int]) -> None:
     """Bind every thread of this process to ``cpus`` (threads a BLAS already started too:
     ``sched_setaffinity`` on a pid binds only that thread)."""
     want = set(cpus)
-    try:
-        tids = [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
+    tids = system.thread_ids()
+    if tids is None:
         tids = [0]
     for tid in tids:
         with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
@@ -384,7 +366,7 @@ def child_env(rank: int, devices: Sequence[int], port: int, run_id: str,
         "MASTER_PORT": str(port), LAUNCHER_ENV: "concurrent",
         LOCAL_DEVICE_ENV: str(devices[rank]), RUN_ID_ENV: run_id,
     })
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the folder that holds bench_suite/
     if root.name not in ("site-packages", "dist-packages"):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     return env

@@ -11,7 +11,7 @@ Per device (backend) and dtype:
 CPU figures are measured on one thread and on every core, so that single-thread cases are
 held to a single-thread peak. Beside the measured peaks the file keeps the CPU's theoretical
 peak (``roofline.cpu_theoretical_peaks``) and a GPU's datasheet figures, so a report can show
-both fractions. The result is a ``roofline.PeakSet``, saved as ``results/<machine>/peaks.json``.
+both fractions. The result is a ``store.peaks.PeakSet``, saved as ``results/<machine>/peaks.json``.
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench_suite.analysis import roofline
-from bench_suite.analysis.roofline import Peak, PeakSet
+from bench_suite.analysis.catalogue import datasheet_peaks
 from bench_suite.backends import Backend, get_backend
 from bench_suite.core.cases import Case, cpu_count, is_cuda_backend
 from bench_suite.core.timing import Clock, TimingConfig, measure
 from bench_suite.env import collect as env_mod
+from bench_suite.env import system
 from bench_suite.measure.gpu.options import TimingOptions
 from bench_suite.measure.runner import RunOptions, now_iso, run_case
+from bench_suite.store.peaks import PEAKS_FILENAME, Peak, PeakSet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,7 +76,7 @@ def default_backends() -> tuple[str, ...]:
 
 
 def default_path(machine: str, results_dir: str | Path = "results") -> Path:
-    return Path(results_dir) / machine / roofline.PEAKS_FILENAME
+    return Path(results_dir) / machine / PEAKS_FILENAME
 
 
 #: Called with one line of progress ("numpy float32 n=2048 threads=1: 176 GFLOP/s").
@@ -250,7 +252,8 @@ def _reference_peaks(measured: Sequence[Peak], env: dict[str, Any], machine: str
     """The CPU's theoretical peak and each GPU's datasheet peaks, to set beside the measured."""
     out: list[Peak] = []
     if any(p.device == "cpu" for p in measured):
-        flags = _cpu_flags()
+        info = system.cpuinfo()
+        flags = info.flags or info.features
         spec = roofline.cpu_spec(env.get("cpu", {}), flags=flags or None)
         if spec is not None:
             bws = [p.bytes_per_s for p in measured if p.device == "cpu" and p.bytes_per_s]
@@ -259,7 +262,7 @@ def _reference_peaks(measured: Sequence[Peak], env: dict[str, Any], machine: str
                                                   bytes_per_s=max(bws) if bws else None)
     gpus = {(p.device, p.device_name) for p in measured if p.device != "cpu"}
     for device, name in sorted(gpus):
-        out += [replace_machine(p, machine) for p in roofline.datasheet_peaks(name, device)]
+        out += [replace_machine(p, machine) for p in datasheet_peaks(name, device)]
     # the host-device link of each GPU measured (what h2d and d2h are held to)
     out += [p for p in roofline.link_peaks_from_env(env, machine) if p.device in {d for d, _ in gpus}]
     return out
@@ -269,17 +272,6 @@ def replace_machine(p: Peak, machine: str) -> Peak:
     from dataclasses import replace
 
     return replace(p, machine=machine)
-
-
-def _cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
 
 
 def peaks_table(peaks: PeakSet) -> pd.DataFrame:

@@ -22,11 +22,12 @@ from bench_suite.backends import Backend, get_backend
 from bench_suite.core import ops
 from bench_suite.core.cases import Case, cpu_count, is_cuda_backend
 from bench_suite.core.errors import OutputError, UsageError
+from bench_suite.core.interference import is_contended
 from bench_suite.core.timing import Clock, Gate, TimingConfig
 from bench_suite.env import collect as env_mod
 from bench_suite.measure import harness
 from bench_suite.measure.gpu.options import TimingOptions, time_case
-from bench_suite.measure.interference import Monitor, is_contended
+from bench_suite.measure.interference import Monitor
 from bench_suite.measure.phases import time_phases
 from bench_suite.store.results import JOURNAL_SUFFIX, Measurement, Round, Run, RunWriter
 

@@ -68,7 +68,9 @@ def hello() -> dict[str, Any]:
     except PackageNotFoundError:
         package = None
     return {"protocol": PROTOCOL, "hello": {"pid": os.getpid(), "python": sys.executable,
-                                            "version": package, "module": os.path.dirname(__file__)}}
+                                            "version": package,
+                                            # the bench_suite package this worker runs
+                                            "module": os.path.dirname(os.path.dirname(__file__))}}
 
 
 def measure_request(request: Any, gate: Any = None) -> dict[str, Any]:

@@ -149,7 +149,8 @@ def _noise_table(runs: Sequence[Run]) -> pd.DataFrame:
     (``bench-suite calibrate``) found beside the run files; empty where there are none."""
     import pandas as pd
 
-    from bench_suite.store.noise import profiles_for_runs, summarize_profile
+    from bench_suite.analysis.noise import summarize_profile
+    from bench_suite.store.noise import profiles_for_runs
 
     rows = []
     for machine, profile in profiles_for_runs(runs).items():

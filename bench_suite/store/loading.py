@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench_suite.analysis.roofline import is_peaks_file
 from bench_suite.core.errors import ResultsFileError
 from bench_suite.store.noise import is_noise_file
+from bench_suite.store.peaks import is_peaks_file
 from bench_suite.store.results import JOURNAL_SUFFIX, Run
 from bench_suite.store.runset import dedupe
 

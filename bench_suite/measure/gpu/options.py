@@ -1,24 +1,18 @@
-"""Optional ways of timing a case: cold caches, CUDA-graph replay, NVML sampling; and what
-every CUDA case gets: a warm-up to full clocks and a launch-bound check.
+"""How every case is timed (:func:`time_case`), with the optional ways of timing it: cold caches,
+CUDA-graph replay, NVML sampling; and what every CUDA case gets: a warm-up to full clocks and
+a launch-bound check.
 
 Each option is harmless where it does not apply: without a GPU, without NVML, or with a
 backend whose timer has no hooks, the case is timed as usual and ``extra`` says why.
 
-* **Cold cache** (``cold_cache``): a buffer larger than the last-level cache is written before
-  every call, outside the timed region (the timer's ``before_call`` hook), so each call starts
-  with its operands out of cache (triton's ``do_bench`` flushes L2 the same way). Warm timing,
-  the default, repeats the call on cached operands.
-* **CUDA graphs** (``cuda_graphs``): ``k`` calls are captured once into a ``torch.cuda.CUDAGraph``
-  on the case's own non-default stream (where its inputs and forward graph were made), one
-  replay is checked against the float64 reference (its outputs poisoned with NaN first), and
-  each replay is timed; one call's time is a replay's over ``k``. For kernels shorter than
-  their launch, this times the GPU's work without the host's launch overhead. Refused with
-  ``cold_cache``: one flush per replay of ``k`` calls would leave ``k - 1`` of them warm.
-* **NVML** (``nvml``): SM and memory clocks, temperature, power and the clock-event
-  ("throttle") reasons of the card, sampled every ``nvml_interval_s`` (15 ms) during the
-  warm-up and the timing. The power cap (``power_capped``: the card held its power limit, as
-  dense GEMMs routinely do) is kept apart from throttling (``throttled``: thermal or hardware
-  slowdown); both are None where NVML could not report reasons.
+* **Cold cache** (``cold_cache``, ``gpu.cold_cache``): a buffer larger than the last-level
+  cache is written before every call, outside the timed region.
+* **CUDA graphs** (``cuda_graphs``, ``gpu.graphs``): ``k`` calls captured into one graph, one
+  replay checked against the reference, replays timed. Refused with ``cold_cache``: one flush
+  per replay of ``k`` calls would leave ``k - 1`` of them warm.
+* **NVML** (``nvml``, ``env.nvml``): SM and memory clocks, temperature, power and the
+  clock-event ("throttle") reasons of the card, sampled every ``nvml_interval_s`` (15 ms)
+  during the warm-up and the timing; other processes on the card make the case contended.
 * **Warm-up** (every CUDA case): the timed callable runs until NVML reads the SM clock within
   ``WARMUP_CLOCK_FRACTION`` of its maximum, or for ``warmup_gpu_s`` (0.2 s) of GPU work. An
   idle card runs at a fraction of its clock (an H200: 345 of 1980 MHz).
@@ -27,43 +21,35 @@ backend whose timer has no hooks, the case is timed as usual and ``extra`` says 
   timed the launch rate, not the kernels: ``extra["launch"]["launch_bound"]``. Time such
   cases with ``--cuda-graphs``.
 
-Layering: used by ``runner.py``; imports harness, backends, cases, ops and timing. torch and
-pynvml are imported lazily and can be replaced by fakes (``_torch``, ``_pynvml``) in tests.
+Used by ``runner.py``. torch is imported lazily (``measure.gpu._torch``), pynvml too
+(``env.nvml._pynvml``); tests replace both with fakes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
-import threading
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from bench_suite.backends.base import Backend, Prepared, memory_check
-from bench_suite.core import ops, stats
+from bench_suite.core import stats
 from bench_suite.core.cases import Case, cuda_index, is_cuda_backend
 from bench_suite.core.errors import UsageError
 from bench_suite.core.timing import Clock, EventTimer, Gate, HostTimer, Timing, TimingConfig, measure
+from bench_suite.env.nvml import NVML_INTERVAL_S, NvmlSampler, nvml_session
 from bench_suite.measure import harness
+from bench_suite.measure.gpu.cold_cache import GPU_FLUSH_MIN_BYTES, cpu_flusher, cuda_flusher, cuda_l2_bytes
+from bench_suite.measure.gpu.graphs import (
+    capture_graph,
+    check_replay,
+    graph_calls,
+    output_bytes,
+    per_call_graph_timing,
+)
 from bench_suite.measure.interference import SIBLING_PIDS, Monitor
 from bench_suite.measure.phases import with_reset
 
-#: Calls captured in one CUDA graph at most (the graph lasts about ``min_block_s`` otherwise).
-MAX_GRAPH_CALLS = 1000
-#: CPU flush buffer bounds: twice the largest cache, within these.
-CPU_FLUSH_MIN_BYTES = 8 << 20
-CPU_FLUSH_MAX_BYTES = 256 << 20
-#: GPU flush buffer: twice L2, at least this (H100: 50 MB L2 -> 100 MB).
-GPU_FLUSH_MIN_BYTES = 64 << 20
-#: NVML sampling period during a case, and the samples kept in memory and in the file
-#: (evenly thinned; the statistics use all of them).
-NVML_INTERVAL_S = 0.015
-MAX_NVML_SAMPLES = 20_000
-NVML_SAMPLES_SAVED = 200
 #: Warm-up of CUDA cases: until the SM clock reaches this fraction of its maximum (checked
 #: after WARMUP_MIN_GPU_S of work), or WARMUP_GPU_S of GPU work, or WARMUP_MAX_WALL_S.
 WARMUP_GPU_S = 0.2
@@ -74,447 +60,6 @@ WARMUP_BLOCK_S = 0.01
 #: A block is launch-bound when the host's enqueue time is at least this fraction of the
 #: device time: the device then idled between launches.
 LAUNCH_BOUND_RATIO = 0.9
-
-
-def _torch() -> Any:
-    import torch
-
-    return torch
-
-
-def _pynvml() -> Any:
-    import pynvml
-
-    return pynvml
-
-
-# --- cold caches ----------------------------------------------------------------------------
-
-
-def cpu_cache_bytes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
-    """Size of the largest cache the kernel lists for CPU 0 (its last-level cache)."""
-    sizes = []
-    for index in sorted(Path(root).glob("index*")):
-        try:
-            text = (index / "size").read_text().strip().upper()
-        except OSError:
-            continue
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        digits = text.rstrip("KMG")
-        if digits.isdigit():
-            sizes.append(int(digits) * scale)
-    return max(sizes) if sizes else None
-
-
-def cpu_flusher(nbytes: int | None = None) -> tuple[Callable[[], None], int]:
-    """A host flush: writing a buffer twice the last-level cache (bounded) evicts the operands."""
-    import numpy as np
-
-    if nbytes is None:
-        llc = cpu_cache_bytes() or CPU_FLUSH_MIN_BYTES
-        nbytes = min(max(2 * llc, CPU_FLUSH_MIN_BYTES), CPU_FLUSH_MAX_BYTES)
-    buf = np.empty(max(nbytes // 8, 1), dtype=np.float64)
-    counter = [0.0]
-
-    def flush() -> None:
-        counter[0] += 1.0  # a new value each time: no page is left clean and skippable
-        buf.fill(counter[0])
-
-    return flush, buf.nbytes
-
-
-def cuda_l2_bytes(index: int, torch: Any = None) -> int:
-    torch = torch or _torch()
-    return int(getattr(torch.cuda.get_device_properties(index), "L2_cache_size", 0) or 0)
-
-
-def cuda_flush_bytes(index: int, nbytes: int | None = None, torch: Any = None) -> int:
-    """Bytes of the L2 flush buffer: ``nbytes``, else twice the card's L2, at least
-    ``GPU_FLUSH_MIN_BYTES``."""
-    return int(nbytes) if nbytes is not None else max(2 * cuda_l2_bytes(index, torch), GPU_FLUSH_MIN_BYTES)
-
-
-def cuda_flusher(index: int, nbytes: int | None = None, torch: Any = None) -> tuple[Callable[[], None], int]:
-    """A device flush: ``zero_()`` on a buffer twice the card's L2 (as triton's do_bench)."""
-    torch = torch or _torch()
-    nbytes = cuda_flush_bytes(index, nbytes, torch)
-    buf = torch.empty(int(nbytes), dtype=torch.int8, device=f"cuda:{index}")
-
-    def flush() -> None:
-        buf.zero_()
-
-    return flush, int(nbytes)
-
-
-# --- CUDA graphs ----------------------------------------------------------------------------
-
-
-class GraphCaptureError(RuntimeError):
-    """A CUDA graph could not be captured; the case is recorded as failed with this reason."""
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-def _is_default_stream(cuda: Any, stream: Any, index: int) -> bool:
-    default = getattr(cuda, "default_stream", None)
-    if default is None:
-        return False
-    try:
-        return bool(stream == default(index))
-    except Exception:  # a stream object that cannot be compared: assume it is not
-        return False
-
-
-def capture_graph(fn: Callable[[], object], calls: int, index: int = 0, torch: Any = None,
-                  warmup: int = 3) -> tuple[Any, object]:
-    """``calls`` calls of ``fn`` captured into one CUDA graph; returns the graph (``.replay()``
-    runs it) and what the last captured call returned (the graph's outputs, which each replay
-    overwrites).
-
-    Warm-up and capture run on the current stream of card ``index``, which while a case runs
-    is the case's own non-default stream, where its inputs and its forward graph were made
-    (autograd runs a backward op on its forward op's stream: a forward on another stream
-    would make the capture wait on a stream it cannot capture). On the legacy default stream,
-    which cannot be captured, a side stream is used instead. Warm-up first (lazy
-    initialisation and cuBLAS workspaces must not happen during capture), then capture.
-
-    A capture that fails restores the current stream, ends the capture if it is still open
-    and raises :class:`GraphCaptureError` with the reason.
-    """
-    torch = torch or _torch()
-    cuda = torch.cuda
-    with cuda.device(index):
-        before = cuda.current_stream(index)
-        stream = cuda.Stream(device=index) if _is_default_stream(cuda, before, index) else before
-        if stream is not before:
-            stream.wait_stream(before)
-        graph = cuda.CUDAGraph()
-        result: object = None
-        try:
-            with cuda.stream(stream):
-                for _ in range(warmup):
-                    fn()
-            cuda.synchronize(index)
-            with cuda.graph(graph, stream=stream):
-                for _ in range(calls):
-                    result = fn()
-        except Exception as exc:
-            _restore_after_failed_capture(cuda, graph, before, index)
-            cause = exc.__context__ if exc.__context__ is not None else exc
-            reason = _first_line(cause)
-            if cause is not exc:
-                reason += f"; then {_first_line(exc)}"
-            raise GraphCaptureError(f"CUDA graph capture failed: {reason}"[:500]) from exc
-        if stream is not before:
-            before.wait_stream(stream)
-        cuda.synchronize(index)
-    return graph, result
-
-
-def _restore_after_failed_capture(cuda: Any, graph: Any, stream: Any, index: int) -> None:
-    """torch's ``graph`` context leaves its capture stream current when ending the capture
-    raises: make ``stream`` current again and close a capture still open."""
-    with contextlib.suppress(Exception):
-        capturing = getattr(cuda, "is_current_stream_capturing", lambda: False)
-        set_stream = getattr(cuda, "set_stream", None)
-        if capturing() and graph is not None:
-            with contextlib.suppress(Exception):
-                graph.capture_end()
-        if set_stream is not None:
-            set_stream(stream)
-    with contextlib.suppress(Exception):
-        cuda.synchronize(index)
-
-
-def check_replay(case: Case, prepared: Prepared, graph: Any, result: object,
-                 device_name: str = "") -> dict[str, Any]:
-    """Poison the graph's outputs with NaN, replay it once and hold what it wrote to the same
-    float64 reference and tolerance as the first call. Raises ``harness.WrongResult`` (the case
-    fails) when a replay computes something else, or writes nothing at all."""
-    if prepared.read is None or prepared.poison is None or result is None:
-        return {"replay_checked": False,
-                "replay_reason": "the backend does not expose a call's outputs"}
-    prepared.poison(result)
-    graph.replay()
-    outputs = prepared.read(result)
-    tol = ops.TOLERANCE[case.dtype]
-    err, check = ops.relative_error(case, prepared.inputs, outputs)
-    if not err <= tol:  # NaN (an output the replay never wrote) fails too
-        raise harness.WrongResult(
-            f"CUDA graph replay gave a wrong result: relative error {err:.3g} > tolerance "
-            f"{tol:g} (the first call was right)", err, tol, check, None, device_name)
-    return {"replay_checked": True, "replay_rel_error": err}
-
-
-def graph_calls(per_call_s: float, config: TimingConfig, out_bytes: int,
-                free_bytes: int | None) -> int:
-    """Calls per graph: enough for a replay to last ``min_block_s``, at most
-    ``MAX_GRAPH_CALLS``, and few enough that outputs allocated per call (grad mode) fit in a
-    quarter of the free memory."""
-    want = math.ceil(config.min_block_s / max(per_call_s, 1e-9))
-    calls = max(1, min(MAX_GRAPH_CALLS, want))
-    if free_bytes is not None and out_bytes > 0:
-        calls = max(1, min(calls, free_bytes // 4 // out_bytes))
-    return calls
-
-
-def per_call_graph_timing(timing: Timing, calls: int) -> Timing:
-    """A replay's timing as per-call timing: samples / calls, calls counted."""
-    return dataclasses.replace(
-        timing, samples_s=tuple(s / calls for s in timing.samples_s),
-        number=timing.number * calls, warmup_calls=timing.warmup_calls * calls)
-
-
-def output_bytes(case: Case) -> int:
-    """Bytes of one call's outputs: what a graph's pool gains per captured call (at most)."""
-    return sum(math.prod(s) for s in ops.output_shapes(case).values()) * ops.ITEMSIZE[case.dtype]
-
-
-# --- NVML -----------------------------------------------------------------------------------
-
-#: Clock-event ("throttle") reason bits, as in nvml.h.
-REASONS: dict[int, str] = {
-    0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap",
-    0x8: "hw_slowdown", 0x10: "sync_boost", 0x20: "sw_thermal_slowdown",
-    0x40: "hw_thermal_slowdown", 0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting",
-}
-#: The card held its power limit: what dense GEMMs do routinely, by design. Not throttling.
-POWER_CAP = frozenset({"sw_power_cap"})
-#: Reasons that mean the card was slowed below what its power limit allows: heat, or a
-#: hardware slowdown (including an external power brake).
-THROTTLING = frozenset({"hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
-                        "hw_power_brake_slowdown"})
-
-
-def reason_names(mask: int) -> list[str]:
-    return [name for bit, name in REASONS.items() if mask & bit]
-
-
-def nvml_handle(nvml: Any, index: int, torch: Any = None) -> Any:
-    """The NVML handle of torch's CUDA device ``index``: by PCI bus id, which stays right under
-    ``CUDA_VISIBLE_DEVICES`` (NVML numbers every card, CUDA only the visible ones)."""
-    try:
-        torch = torch or _torch()
-        props = torch.cuda.get_device_properties(index)
-        bus = f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-        return nvml.nvmlDeviceGetHandleByPciBusId(bus.encode())
-    except Exception:  # no PCI ids in this torch, or NVML does not know the bus: by index
-        return nvml.nvmlDeviceGetHandleByIndex(index)
-
-
-def thin(samples: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
-    """At most ``keep`` samples, evenly spaced, the first and last always among them."""
-    if len(samples) <= keep:
-        return list(samples)
-    if keep < 2:
-        return list(samples[-keep:]) if keep == 1 else []
-    step = (len(samples) - 1) / (keep - 1)
-    return [samples[round(i * step)] for i in range(keep)]
-
-
-def gpu_processes(nvml: Any, handle: Any, own_pid: int | None = None) -> list[dict[str, Any]]:
-    """The processes NVML lists on a card (compute and graphics), each once:
-    ``{"pid", "used_memory_bytes", "own"}``. Empty where NVML cannot say."""
-    own = os.getpid() if own_pid is None else own_pid
-    procs: list[dict[str, Any]] = []
-    for name in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-        fn = getattr(nvml, name, None)
-        try:
-            listed = fn(handle) if fn is not None else ()
-        except Exception:  # NotSupported, NoPermission: nothing to say
-            listed = ()
-        for p in listed or ():
-            pid = getattr(p, "pid", None)
-            if not isinstance(pid, int) or any(q["pid"] == pid for q in procs):
-                continue
-            used = getattr(p, "usedGpuMemory", None)
-            procs.append({"pid": pid, "used_memory_bytes": used if isinstance(used, int) else None,
-                          "own": pid == own})
-    return procs
-
-
-def _flag(hits: int, known: int) -> bool | None:
-    return None if known == 0 else hits > 0
-
-
-class NvmlSampler:
-    """Samples one card's clocks, temperature, power and clock-event reasons.
-
-    Use as a context manager around the warm-up and the timed region; :meth:`phase` names
-    what follows ("warmup", "timed"), and :meth:`summary` describes the timed samples (all of
-    them where no phase was named). Every NVML call that fails leaves its field None: a card
-    or driver that lacks a counter is no error, and reasons it cannot report stay unknown.
-    """
-
-    def __init__(self, nvml: Any, handle: Any, interval_s: float = NVML_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic):
-        self.nvml = nvml
-        self.handle = handle
-        self.interval_s = interval_s
-        self.clock = clock
-        self.samples: list[dict[str, Any]] = []
-        self.dropped = 0
-        self._phase = ""
-        self._max_sm: int | bool | None = False  # False: not read yet
-        self._t0 = 0.0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _get(self, fn_names: tuple[str, ...], *args: Any) -> Any:
-        for name in fn_names:
-            fn = getattr(self.nvml, name, None)
-            if fn is None:
-                continue
-            try:
-                return fn(self.handle, *args)
-            except Exception:  # NVMLError_NotSupported and friends
-                return None
-        return None
-
-    def sm_clock(self) -> int | None:
-        value = self._get(("nvmlDeviceGetClockInfo",), getattr(self.nvml, "NVML_CLOCK_SM", 1))
-        return int(value) if isinstance(value, (int, float)) else None
-
-    def max_sm_clock(self) -> int | None:
-        if self._max_sm is False:
-            value = self._get(("nvmlDeviceGetMaxClockInfo",), getattr(self.nvml, "NVML_CLOCK_SM", 1))
-            self._max_sm = int(value) if isinstance(value, (int, float)) and value > 0 else None
-        return self._max_sm if isinstance(self._max_sm, int) else None
-
-    def phase(self, name: str) -> None:
-        """Samples from now on belong to ``name`` (one is taken at once)."""
-        self._phase = name
-        self.sample()
-
-    def sample(self) -> dict[str, Any]:
-        n = self.nvml
-        power_mw = self._get(("nvmlDeviceGetPowerUsage",))
-        reasons = self._get(("nvmlDeviceGetCurrentClocksEventReasons",
-                             "nvmlDeviceGetCurrentClocksThrottleReasons"))
-        s = {
-            "t_s": round(self.clock() - self._t0, 4),
-            "phase": self._phase,
-            "sm_clock_mhz": self.sm_clock(),
-            "mem_clock_mhz": self._get(("nvmlDeviceGetClockInfo",), getattr(n, "NVML_CLOCK_MEM", 2)),
-            "temp_c": self._get(("nvmlDeviceGetTemperature",), getattr(n, "NVML_TEMPERATURE_GPU", 0)),
-            "power_w": power_mw / 1000 if isinstance(power_mw, (int, float)) else None,
-            "reasons": int(reasons) if isinstance(reasons, int) else None,
-        }
-        with self._lock:
-            if len(self.samples) < MAX_NVML_SAMPLES:
-                self.samples.append(s)
-            else:
-                self.dropped += 1
-        return s
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-
-    def other_processes(self) -> None:
-        """Note the other processes on the card now (as the CPU monitor notes other CPU use):
-        read when sampling starts and ends, since a listing costs more than a sample."""
-        for p in gpu_processes(self.nvml, self.handle):
-            if not p["own"] and p["pid"] not in SIBLING_PIDS:
-                self._others[p["pid"]] = None
-
-    def __enter__(self) -> NvmlSampler:
-        self._t0 = self.clock()
-        self._others: dict[int, None] = {}
-        self.other_processes()
-        self.sample()
-        if self.interval_s > 0:
-            self._thread = threading.Thread(target=self._loop, name="nvml-sampler", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample()
-        self.other_processes()
-
-    def summary(self) -> dict[str, Any]:
-        """What the timed samples add up to (all samples where no phase was named).
-
-        ``power_capped``: some sample shows the power cap; ``throttled``: some sample shows
-        thermal or hardware slowdown. Both are None (unknown) when no sample had reasons, and
-        their fractions count the samples that had. ``samples`` keeps at most
-        ``NVML_SAMPLES_SAVED`` of them, evenly spaced, warm-up included."""
-        with self._lock:
-            everything = list(self.samples)
-        timed = [s for s in everything if s.get("phase") == "timed"] or everything
-
-        def stats_of(key: str) -> dict[str, float] | None:
-            vals = sorted(s[key] for s in timed if isinstance(s.get(key), (int, float)))
-            if not vals:
-                return None
-            return {"min": vals[0], "median": vals[len(vals) // 2], "max": vals[-1]}
-
-        seen: dict[str, None] = {}
-        known = capped = throttled = 0
-        for s in everything:
-            names = reason_names(s["reasons"]) if s.get("reasons") is not None else []
-            s["reason_names"] = names
-        for s in timed:
-            if s.get("reasons") is None:
-                continue
-            known += 1
-            seen.update(dict.fromkeys(s["reason_names"]))
-            capped += bool(POWER_CAP.intersection(s["reason_names"]))
-            throttled += bool(THROTTLING.intersection(s["reason_names"]))
-        return {
-            "available": True,
-            "interval_s": self.interval_s,
-            "n_samples": len(timed),
-            "samples": thin(everything, NVML_SAMPLES_SAVED),
-            "sm_clock_mhz": stats_of("sm_clock_mhz"),
-            "mem_clock_mhz": stats_of("mem_clock_mhz"),
-            "temp_c": stats_of("temp_c"),
-            "power_w": stats_of("power_w"),
-            "max_sm_clock_mhz": self.max_sm_clock(),
-            "reasons_known": known == len(timed) if timed else False,
-            "reasons_unknown_samples": len(timed) - known,
-            "reasons_seen": list(seen),
-            "power_capped": _flag(capped, known),
-            "power_capped_fraction": capped / known if known else None,
-            "throttled": _flag(throttled, known),
-            "throttled_fraction": throttled / known if known else None,
-            # other processes on the card while the case ran: it shared the GPU (contended)
-            "other_processes": sorted(getattr(self, "_others", {})),
-        }
-
-
-@contextlib.contextmanager
-def nvml_session(index: int, nvml: Any = None, torch: Any = None,
-                 interval_s: float = NVML_INTERVAL_S) -> Iterator[NvmlSampler | str]:
-    """An :class:`NvmlSampler` for CUDA device ``index``, or a string saying why there is none."""
-    try:
-        nvml = nvml or _pynvml()
-    except ImportError:
-        yield "nvidia-ml-py (pynvml) is not installed"
-        return
-    try:
-        nvml.nvmlInit()
-    except Exception as exc:  # no driver, no library: not an error, just no NVML here
-        yield f"NVML unavailable: {type(exc).__name__}: {exc}"[:200]
-        return
-    try:
-        try:
-            handle = nvml_handle(nvml, index, torch)
-        except Exception as exc:
-            yield f"no NVML handle for cuda:{index}: {exc}"[:200]
-            return
-        with NvmlSampler(nvml, handle, interval_s) as sampler:
-            yield sampler
-    finally:
-        with contextlib.suppress(Exception):
-            nvml.nvmlShutdown()
 
 
 # --- warm-up and the launch-bound check -----------------------------------------------------
@@ -704,7 +249,8 @@ def time_case(case: Case, backend: Backend, prepared: Prepared, config: TimingCo
 
     want_nvml = options.nvml is not False and cuda
     if want_nvml:
-        with nvml_session(cuda_index(case.backend), interval_s=options.nvml_interval_s) as sampler:
+        with nvml_session(cuda_index(case.backend), interval_s=options.nvml_interval_s,
+                          ignore_pids=SIBLING_PIDS) as sampler:
             nv = sampler if isinstance(sampler, NvmlSampler) else None
             if nv is not None:
                 nv.phase("warmup")
