@@ -1,5 +1,5 @@
 """asv benchmarks: one class per op (``Matmul``, ``Hadamard``, ``MatmulBackward``, ...),
-generated from bench_suite's cases by ``bench_suite.asv_adapter``; no logic lives here.
+generated from bench_suite's cases by ``bench_suite.frontends.asv_adapter``; no logic lives here.
 
 The grid is chosen by ``$BENCH_SUITE_ASV_PRESET`` (default ``ci``) and
 ``$BENCH_SUITE_ASV_BACKENDS``; see docs/frontends.md.

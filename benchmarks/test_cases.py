@@ -1,7 +1,7 @@
 """pytest-benchmark front end: every case of the grid, timed by the ``benchmark`` fixture.
 
 The parametrization, preparation, verification, warm-up and timer come from bench_suite's
-pytest plugin (``bench_suite.pytest_plugin``, registered as ``bench_suite``)::
+pytest plugin (``bench_suite.frontends.pytest_plugin``, registered as ``bench_suite``)::
 
     pytest benchmarks/ -p no:xdist --benchmark-json out.json
     pytest benchmarks/ -p no:xdist --suite-grid default --suite-backends torch-cuda

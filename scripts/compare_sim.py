@@ -27,7 +27,7 @@ plus a shift between the invocations). Candidate methods, each with Holm's corre
 * ``rounds-mwu``: Mann-Whitney U on the rounds' medians;
 * ``rounds-welch``: Welch's t on the log of the rounds' medians;
 * ``paired``: paired t on the log ratio of round r of each side (ab only);
-* ``suite``: what `bench_suite.compare.compare` does with the same runs (paired for ab,
+* ``suite``: what `bench_suite.analysis.compare.compare` does with the same runs (paired for ab,
   Welch otherwise, contended rounds left out, bimodal sides not judged).
 
 For each: the share of A/A trials with any case called slower (false alarm; the gate fails),

@@ -137,7 +137,7 @@ main() {
   # the hadamard sweep alone runs 2 rounds, so that rounds in fresh processes meet CUDA once
   local RUN=("$PY" -m bench_suite run --machine "$gpu")
   local plugin=()
-  "$PY" -c 'import importlib.metadata as m; m.version("bench-suite")' 2>/dev/null || plugin=(-p bench_suite.pytest_plugin)
+  "$PY" -c 'import importlib.metadata as m; m.version("bench-suite")' 2>/dev/null || plugin=(-p bench_suite.frontends.pytest_plugin)
   pack
 
   run_step clocks 60 "$PY" "${V[@]}" clocks

@@ -1,5 +1,5 @@
 """A fake ``torch.cuda`` over the real CPU torch, so that ``TorchCudaBackend``, its
-``_CudaDevice``/``_CudaEvent`` and the CUDA-graph path of ``gpu_options`` run for real (real
+``_CudaDevice``/``_CudaEvent`` and the CUDA-graph path of ``measure.gpu`` run for real (real
 tensors, real autograd, real results) without a GPU.
 
 What it keeps of CUDA is what these paths can get wrong:

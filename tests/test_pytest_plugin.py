@@ -40,7 +40,7 @@ def _pytest(args: list[str], cwd: Path = REPO, **env: str) -> subprocess.Complet
 def test_the_plugin_is_registered_as_a_pytest11_entry_point(pytestconfig: pytest.Config) -> None:
     tomllib = pytest.importorskip("tomllib")
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
-    assert declared["pytest11"] == {"bench_suite": "bench_suite.pytest_plugin"}
+    assert declared["pytest11"] == {"bench_suite": "bench_suite.frontends.pytest_plugin"}
     # ... and this very session loaded it from the installed package's entry point
     assert pytestconfig.pluginmanager.get_plugin("bench_suite") is pytest_plugin
 

@@ -83,7 +83,7 @@ _C2C_SOURCE = "https://www.nvidia.com/en-us/data-center/nvlink-c2c/"
 def link_peak(link: Mapping[str, Any], device: str = "cuda:0", device_name: str = "",
               machine: str = "") -> Peak | None:
     """The peak of one direction of a GPU's link to the host, from its environment record
-    (``env.link_info``: ``{"kind": "pcie", "generation", "width", ...}`` or
+    (``env.collect.link_info``: ``{"kind": "pcie", "generation", "width", ...}`` or
     ``{"kind": "nvlink-c2c"}``); None when the record says too little."""
     if not isinstance(link, Mapping):
         return None
@@ -180,7 +180,7 @@ def cpu_clock_hz(cpuinfo_mhz: float | None = None,
 
 def cpu_spec(cpu: Mapping[str, Any], flags: Iterable[str] | None = None,
              clock_hz: float | None = None, clock_source: str = "") -> CpuSpec | None:
-    """Vector width and FMA units inferred from the CPU's model and flags (``env.cpu_info()``
+    """Vector width and FMA units inferred from the CPU's model and flags (``env.collect.cpu_info()``
     or a run's ``env["cpu"]``), with the clock from :func:`cpu_clock_hz` unless given.
 
     The inference, stated so it can be checked: Intel with AVX-512 -> two 512-bit FMA units
@@ -278,7 +278,7 @@ def peaks_for_runs(runs: Iterable[Run], extra_files: Iterable[str | Path] = ()) 
 def gpu_datasheet_for_run(name: str, device: str, machine: str, tf32: bool) -> list[Peak]:
     """Datasheet peaks of a run's GPU. Where the run let float32 matmuls use TF32 tensor cores
     (``torch.backends.cuda.matmul.fp32_precision = "tf32"``, or the legacy ``allow_tf32`` or a
-    float32 matmul precision other than "highest": ``env.tf32_matmul_enabled``), its float32
+    float32 matmul precision other than "highest": ``env.collect.tf32_matmul_enabled``), its float32
     cases are held to the TF32 figure, not the FP32 one. ``tf32`` cases always are."""
     out = []
     for p in datasheet_peaks(name, device):

@@ -1,6 +1,6 @@
 """The Backend protocol: what the runner, asv and pytest-benchmark need of a backend.
 
-A backend turns a :class:`~bench_suite.cases.Case` into a prepared zero-argument callable
+A backend turns a :class:`~bench_suite.core.cases.Case` into a prepared zero-argument callable
 with its inputs already on the device, says whether it can run a case at all, applies the
 case's thread count, and provides the timer and memory figures that fit its device.
 """

@@ -1,5 +1,7 @@
-"""PyTorch on the CPU and on CUDA GPUs. ``torch`` is imported here, lazily, and nowhere else
-below the CLI, so ``--help``, reports and numpy-only sweeps never pay for it.
+"""PyTorch on the CPU and on CUDA GPUs. ``torch`` is imported lazily, inside functions (here,
+and in the few modules that read or drive torch itself: ``env.collect``, ``env.nvml``,
+``measure.gpu``, ``measure.harness``, ``measure.peaks``, ``measure.worker``), so ``--help``,
+reports and numpy-only sweeps never pay for it.
 
 Backward ops time the backward pass alone: the graph is built once, outside the timed
 region, and each call runs ``torch.autograd.grad(C, (A, B), dC, retain_graph=True)``, which
@@ -259,7 +261,7 @@ def cuda_case_bytes(case: Case) -> int:
     """Device bytes a CUDA case holds while it is verified and timed: inputs and outputs,
     plus the forward output a backward op's graph retains (``C``) or, for a forward with
     grad, the output of the call before (freed only when the next one replaces it).
-    Options add their own (``gpu_options.option_device_bytes``: flush buffer, graph pool)."""
+    Options add their own (``measure.gpu.options.option_device_bytes``: flush buffer, graph pool)."""
     out = ops.footprint_bytes(case)
     if is_backward(case.op) or case.grad_mode == "grad":
         out += case.m * case.n * ops.ITEMSIZE[case.dtype]

@@ -144,7 +144,7 @@ def _results(torch: Any, call: Callable[[], object], name: str,
 def _read_poison(torch: Any, names: tuple[str, ...]) -> tuple[Callable[[Any], dict[str, np.ndarray]],
                                                               Callable[[Any], None]]:
     """How to read a call's outputs (one tensor, or a tuple of them named ``names``) and
-    fill them with NaN: what a CUDA graph's replay is checked with (``gpu_options``)."""
+    fill them with NaN: what a CUDA graph's replay is checked with (``measure.gpu.graphs``)."""
     def tensors(r: Any) -> tuple[Any, ...]:
         return tuple(r) if isinstance(r, (tuple, list)) else (r,)
 

@@ -1,7 +1,7 @@
 """Case grids for the foreign front ends (asv, pytest-benchmark), and their parameter codec.
 
 asv wants a Cartesian grid of named parameters per benchmark; pytest-benchmark wants a list
-of ids. Both are derived here from the same :class:`~bench_suite.cases.Sweep` the CLI uses, so
+of ids. Both are derived here from the same :class:`~bench_suite.core.cases.Sweep` the CLI uses, so
 a new op, backend or dtype appears in every front end at once. The codec also works the other
 way, from asv's parameter values back to a :class:`Case`, which is how asv results are read
 into the suite's frame.

@@ -13,7 +13,7 @@ per-call observation. Blocks are timed
   last's. It is the kernels' time only while the host queues calls faster than the device
   runs them; for short kernels the device waits for each launch and the events time the
   host's launch rate. :class:`EventTimer` also records the host's enqueue time of each block
-  (``host_samples_s``) so that such *launch-bound* cases can be told (``gpu_options``); CUDA
+  (``host_samples_s``) so that such *launch-bound* cases can be told (``measure.gpu.options``); CUDA
   graphs remove the launches (``--cuda-graphs``).
 
 Sampling stops when the median's confidence half-width is under ``target_rel_ci`` with at

@@ -8,7 +8,7 @@ Each generated class follows asv's conventions:
   forward ops, grad_mode) of the grid chosen by ``$BENCH_SUITE_ASV_PRESET`` (default ``ci``,
   small enough for CI; ``quick``, ``default`` or ``full`` are the CLI's presets), limited to
   the backends in ``$BENCH_SUITE_ASV_BACKENDS`` when it is set;
-* ``setup`` prepares and verifies the case through :mod:`bench_suite.harness` (the runner's
+* ``setup`` prepares and verifies the case through :mod:`bench_suite.measure.harness` (the runner's
   backends, inputs, reference and tolerance) and raises ``NotImplementedError`` with the
   reason for combinations that are not in the grid or cannot run here (asv shows n/a); a
   wrong result raises ``RuntimeError``, a benchmark failure;
@@ -20,7 +20,7 @@ Each generated class follows asv's conventions:
   1 µs here): compare sub-10 µs cases within asv; the suite's ``track_*`` figures time blocks
   of calls and have no such overhead;
 * ``track_gflops`` (matmul ops) or ``track_gbps`` (element-wise ops) measure the rate with the
-  suite's own :func:`bench_suite.timing.measure` (CUDA events on a GPU); where a GPU is
+  suite's own :func:`bench_suite.core.timing.measure` (CUDA events on a GPU); where a GPU is
   present, ``track_peak_gpu_mem`` records the case's peak device memory;
 * ``version`` is a hash of the op's definition (see :func:`op_version`), not of this code, so
   asv keeps its history when the adapter is refactored and starts afresh when what a case

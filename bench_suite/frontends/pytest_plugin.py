@@ -17,12 +17,12 @@ Then, and only then:
 * the test is parametrized by the cases of a grid (``--suite-grid``, default ``ci``, the same
   grid asv uses; ``--suite-ops``/``--suite-backends``/... filter it as the CLI does), with
   the case ids shared with the CLI and asv as the pytest ids;
-* ``suite_case`` prepares and verifies the case through :mod:`bench_suite.harness` (the
+* ``suite_case`` prepares and verifies the case through :mod:`bench_suite.measure.harness` (the
   runner's backends, inputs and reference; skip if unavailable here, fail on a wrong result),
   applies its thread count for the test, and warms the op up before pytest-benchmark
   calibrates its rounds from the first call;
 * CUDA cases are timed with a host clock that synchronizes the device first
-  (:func:`bench_suite.harness.synchronized_perf_counter`), through the ``benchmark`` marker;
+  (:func:`bench_suite.measure.harness.synchronized_perf_counter`), through the ``benchmark`` marker;
 * the JSON's ``machine_info`` gains a ``bench_suite`` entry (GPU, library versions, thread
   counts) through pytest-benchmark's ``pytest_benchmark_update_machine_info`` hook.
 

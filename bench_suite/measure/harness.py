@@ -1,6 +1,6 @@
 """A case made ready to time by someone else's harness (asv, pytest-benchmark).
 
-The runner measures a case in one call (:func:`bench_suite.runner.run_case`). A foreign
+The runner measures a case in one call (:func:`bench_suite.measure.runner.run_case`). A foreign
 harness instead splits the work into its own setup, timed body and teardown, so this module
 offers the same sequence in steps: availability -> seeded inputs -> ``backend.prepare`` ->
 verification against the float64 reference -> thread count applied until :meth:`close`.

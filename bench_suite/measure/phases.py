@@ -15,7 +15,7 @@ stopping rule as the whole call, sharing the case's time budget, and returns wha
 derives the breakdown. The phases' times need not add up to the call's exactly (each runs
 with the state its setup left warm in the caches); the report shows both.
 
-Layering: used by ``gpu_options``, ``harness`` and ``runner``; imports ``timing`` and
+Layering: used by ``measure.gpu.options``, ``harness`` and ``runner``; imports ``timing`` and
 ``backends.base`` only.
 """
 

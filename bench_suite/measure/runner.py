@@ -82,7 +82,7 @@ class _Silent:
 class RunOptions:
     seed: int = 0
     timing: TimingConfig = field(default_factory=TimingConfig)
-    #: cold cache, CUDA graphs, NVML sampling (``gpu_options``); all off but NVML-where-present
+    #: cold cache, CUDA graphs, NVML sampling (``measure.gpu``); all off but NVML-where-present
     gpu: TimingOptions = field(default_factory=TimingOptions)
 
 
@@ -97,7 +97,7 @@ def run_case(
     """Measure one case (one round of it). Never raises for a problem inside the case: it
     is recorded.
 
-    With the real clock, every sample is watched for interference (``interference.Monitor``):
+    With the real clock, every sample is watched for interference (``measure.interference.Monitor``):
     disturbed samples are retaken, and the round records the contention it saw. A fake
     clock (tests) times simulated work, which the real machine's load has nothing to do with.
     """
@@ -149,7 +149,7 @@ def run_case(
 
 
 def _nvml_others(extra: Mapping[str, Any]) -> list[Any]:
-    """Other processes NVML saw on the card while a CUDA case ran (``gpu_options``)."""
+    """Other processes NVML saw on the card while a CUDA case ran (``env.nvml``)."""
     nvml = extra.get("nvml")
     others = nvml.get("other_processes") if isinstance(nvml, Mapping) else None
     return list(others) if isinstance(others, list) else []

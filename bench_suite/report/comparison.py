@@ -1,4 +1,4 @@
-"""Rendering a :class:`~bench_suite.compare.Comparison`: text, Markdown, HTML, JSON, figure.
+"""Rendering a :class:`~bench_suite.analysis.compare.Comparison`: text, Markdown, HTML, JSON, figure.
 
 Everything here formats what ``compare.compare`` computed; nothing is recomputed. Text from
 files (case ids, machine names, reasons, paths) is escaped for HTML and Markdown through

@@ -1,7 +1,7 @@
 """Figures (matplotlib, Agg), each a function ``(frame) -> Figure | None`` in a registry.
 
 A figure function takes the tidy frame of ``results.to_frame`` (possibly with the roofline
-columns of ``bench_suite.roofline``), computes what it needs through ``tables`` and returns a
+columns of ``bench_suite.analysis.roofline``), computes what it needs through ``tables`` and returns a
 ``matplotlib.figure.Figure``, or ``None`` when the frame has nothing for it to show (no
 backward ops, a single thread count...). ``render.py`` saves every figure of the registry.
 
@@ -309,7 +309,7 @@ _CEILINGS = (("peak", ":", "peak"), ("datasheet", "-.", "spec peak"),
 
 
 def _draw_peaks(ax: Axes, cell: pd.DataFrame, op: str, several: bool) -> None:
-    """The device's known peaks (``bench_suite.roofline`` columns) as horizontal ceilings:
+    """The device's known peaks (``bench_suite.analysis.roofline`` columns) as horizontal ceilings:
     measured dotted, datasheet/theoretical dash-dotted; one per device and thread setting, in
     the GPU backend's colour or dark grey for the CPU (its backends share one ceiling)."""
     unit = "gflops" if tables.primary_rate(op) == "gflops" else "gbps"

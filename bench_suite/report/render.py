@@ -557,7 +557,7 @@ def _peaks_section(rep: Report) -> Section | None:
         for r in p.itertuples(index=False)
     )
     table = DisplayTable("Known peaks", header, rows,
-                         "The ceilings drawn in the throughput figure (from bench_suite.roofline).", 4)
+                         "The ceilings drawn in the throughput figure (from bench_suite.analysis.roofline).", 4)
     return Section("peaks", "Device peaks", tables=(table,), priority=6)
 
 

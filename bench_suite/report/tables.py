@@ -14,7 +14,7 @@ Words used in column names:
   cost ratios (backward/forward, grad/no_grad, autograd/hand-derived) are *time / time*.
 * ``noisy``: either input cell of a ratio is noisy (see ``stats.Summary.noisy``).
 
-Columns from ``bench_suite.roofline`` (``peak_gflops``, ``peak_gbps``, ``attainable_gflops``,
+Columns from ``bench_suite.analysis.roofline`` (``peak_gflops``, ``peak_gbps``, ``attainable_gflops``,
 ``pct_of_peak``) are carried through when the frame has them and ignored when it does not.
 """
 
@@ -42,7 +42,7 @@ RATE_UNIT = {"gflops": "GFLOP/s", "gbps": "GB/s"}
 CASE_KEYS = ["machine", "op", "dtype", "m", "k", "n", "size", "variant", "threads_label",
              "grad_mode"]
 
-#: Optional columns that ``bench_suite.roofline`` may add to the frame (measured peaks, and
+#: Optional columns that ``bench_suite.analysis.roofline`` may add to the frame (measured peaks, and
 #: datasheet or theoretical ones); percentages are in percent, not fractions.
 PEAK_COLUMNS = ("peak_gflops", "peak_gbps", "attainable_gflops", "pct_of_peak",
                 "datasheet_gflops", "datasheet_gbps", "pct_of_datasheet", "datasheet_source",
@@ -67,7 +67,7 @@ def forward_op(op: str) -> str:
 
 
 def peak_columns(frame: pd.DataFrame) -> list[str]:
-    """The roofline columns this frame has (none unless ``bench_suite.roofline`` added them)."""
+    """The roofline columns this frame has (none unless ``bench_suite.analysis.roofline`` added them)."""
     return [c for c in PEAK_COLUMNS if c in frame.columns]
 
 
@@ -130,7 +130,7 @@ def run_summary(frame: pd.DataFrame) -> pd.DataFrame:
     its speedup over numpy on the same machine, op, dtype, shape, threads and grad mode.
 
     numpy has no grad mode: its forward time is the baseline for torch's no_grad and grad.
-    ``pct_of_peak`` is added when the frame has it (from ``bench_suite.roofline``).
+    ``pct_of_peak`` is added when the frame has it (from ``bench_suite.analysis.roofline``).
     """
     import pandas as pd
 
@@ -496,7 +496,7 @@ def is_default_variant(df: pd.DataFrame) -> pd.Series:
     return (df["variant"] == df["op"].map(default_variant)).astype(bool)
 
 
-#: Ceilings shown in the peaks table when the frame has them (``bench_suite.roofline``).
+#: Ceilings shown in the peaks table when the frame has them (``bench_suite.analysis.roofline``).
 PEAK_TABLE_COLUMNS = ("peak_gflops", "peak_gbps", "datasheet_gflops", "datasheet_gbps")
 
 

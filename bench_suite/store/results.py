@@ -797,8 +797,8 @@ def _env_cores(env: Mapping[str, Any]) -> int | None:
 
 
 def _gpu_flag(extra: Mapping[str, Any], section: str, key: str) -> bool | None:
-    """A flag ``gpu_options`` recorded in ``extra[section][key]``: True or False, else None
-    (not recorded, or not known). ``nvml.throttled``: thermal or hardware slowdown while the
+    """A flag the GPU options (``measure.gpu``) recorded in ``extra[section][key]``: True or
+    False, else None (not recorded, or not known). ``nvml.throttled``: thermal or hardware slowdown while the
     case was timed; ``nvml.power_capped``: the card held its power limit (not throttling);
     ``launch.launch_bound``: the events timed the host's launches, not the kernels."""
     part = extra.get(section) if isinstance(extra, Mapping) else None
