@@ -293,7 +293,7 @@ def test_asv_run_fails_when_a_benchmark_fails(tmp_path: Path) -> None:
     (bench / "__init__.py").write_text("")
     (bench / "ops.py").write_text(
         "from bench_suite import backends as _b\n"
-        "from bench_suite.asv_adapter import benchmark_classes as _classes\n"
+        "from bench_suite.frontends.asv_adapter import benchmark_classes as _classes\n"
         "from tests import frontend_doubles as _doubles\n"
         "_doubles.install(_b.FACTORIES, 'wrong')\n"
         "globals().update(_classes(__name__))\n"

@@ -117,7 +117,7 @@ def test_parser_is_importable_for_tests() -> None:
 
 
 def test_help_does_not_import_torch_or_matplotlib() -> None:
-    code = ("import sys\nfrom bench_suite.cli import main\n"
+    code = ("import sys\nfrom bench_suite.frontends.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, 'heavy import'\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
