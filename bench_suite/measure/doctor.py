@@ -40,6 +40,7 @@ CPU_SIZES: tuple[int, ...] = (1024,)
 CPU_DTYPES: tuple[str, ...] = ("float32", "float64")
 CPU_COPY_BYTES = 64 << 20
 
+
 @dataclass(frozen=True)
 class DoctorConfig:
     time_budget_s: float = 0.25  # per matmul size and per copy
