@@ -171,6 +171,9 @@ NO_INTERFERENCE_DATA = Interference(None, None, None, 0, 0, 0, 0.0)
 TICK_UNCERTAINTY_S = 0.015
 #: Least other-process load that counts at all (a daemon's wake-ups are not contention).
 MIN_OTHER_CORES = 0.25
+#: A window's other-process load is judged once its tick uncertainty is at most this
+#: fraction of it (see ``Monitor.undecided``).
+JUDGED_REL_UNCERTAINTY = 0.25
 
 
 def is_contended(i: Interference, threads: int, cores: int) -> bool:
@@ -251,6 +254,21 @@ class Monitor:
 
     def retake(self) -> None:
         self.retaken += 1
+
+    def undecided(self) -> bool:
+        """Whether other processes' load over the window so far is too uncertain to judge:
+        above :data:`MIN_OTHER_CORES` as read, but its tick uncertainty is more than
+        :data:`JUDGED_REL_UNCERTAINTY` of it (a busy loop elsewhere, seen over a few
+        hundredths of a second). ``timing.measure`` then samples on, within its budget."""
+        m1 = self.machine()
+        wall = (self.wall_ns() - self._wall0) * 1e-9
+        if self._m0 is None or m1 is None or wall <= 0:
+            return False
+        own = (self.own_cpu_ns() - self._cpu0) * 1e-9
+        siblings = (self._siblings_ns() - self._sib0) * 1e-9
+        load = (m1.busy_s - self._m0.busy_s + m1.steal_s - self._m0.steal_s - own - siblings) / wall
+        rounding = TICK_UNCERTAINTY_S * (m1.cpus + 1) / wall
+        return load > MIN_OTHER_CORES and rounding > JUDGED_REL_UNCERTAINTY * load
 
     def finish(self) -> Interference:
         wall = (self.wall_ns() - self._wall0) * 1e-9
