@@ -27,6 +27,7 @@ import numpy as np
 
 from bench_suite.errors import BenchSuiteError, ResultsFileError
 from bench_suite.results import Run, _Validator, atomic_write_text, parse_json, read_text
+from bench_suite.verdict import DEFAULT_ALPHA
 
 NOISE_SCHEMA = "bench-suite/noise"
 NOISE_VERSION = 1
@@ -72,7 +73,7 @@ class NoiseProfile:
 
 
 def detectable_change(sd: float | None, base_units: int, cand_units: int, paired: bool,
-                      alpha: float = 0.01, power: float = POWER) -> float:
+                      alpha: float = DEFAULT_ALPHA, power: float = POWER) -> float:
     """Smallest relative change (0.08: 8%) a t-test at ``alpha`` finds with ``power``.
 
     ``sd``: the noise on the log scale: ``pair_sd`` for paired rounds (``ab``), where the
@@ -183,7 +184,7 @@ def profiles_for_runs(runs: Iterable[Run]) -> dict[str, NoiseProfile]:
 
 
 def summarize_profile(profile: NoiseProfile, rounds: int, ab_rounds: int,
-                      alpha: float = 0.01) -> list[dict[str, Any]]:
+                      alpha: float = DEFAULT_ALPHA) -> list[dict[str, Any]]:
     """Per case: its noise and the smallest change two ``run``\\s of ``rounds`` rounds and an
     ``ab`` of ``ab_rounds`` rounds can detect (what ``calibrate`` prints, the report shows)."""
     rows = []
