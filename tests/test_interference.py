@@ -94,6 +94,34 @@ def test_a_short_window_is_not_called_contended_by_tick_rounding_alone() -> None
     assert is_contended(Interference(0.6, 0.0, 0.0, 0, 0, 0, wall_s=1.0), 1, 2)
 
 
+def test_a_load_is_undecided_until_the_window_outgrows_its_tick_uncertainty() -> None:
+    # a busy loop elsewhere (one core of two) over 30 ms reads 1 core to within 1.5: undecided;
+    # over 0.5 s, to within 0.09: judged. An idle machine is judged at once.
+    def window(busy_s: float, wall_ns: int) -> bool:
+        wall = FakeClock()
+        m = _monitor(FakeThreads(), [MachineTicks(0.0, 0.0), MachineTicks(busy_s, 0.0)], [0, 0], wall)
+        m.start()
+        wall.advance(wall_ns)
+        return m.undecided()
+
+    assert window(0.03, 30_000_000)
+    assert not window(0.5, 500_000_000)
+    assert not window(0.0, 30_000_000)
+
+
+def test_a_converged_case_samples_on_while_the_load_is_undecided() -> None:
+    clock = FakeClock()
+    cfg = TimingConfig(min_samples=10, warmup_s=0, time_budget_s=1.0)
+    quick = measure(FakeWork(clock, 1e6), HostTimer(clock), cfg, clock, UndecidedFor(0))  # type: ignore[arg-type]
+    mon = UndecidedFor(3)
+    longer = measure(FakeWork(clock, 1e6), HostTimer(clock), cfg, clock, mon)  # type: ignore[arg-type]
+    assert quick.stop == longer.stop == "converged" and mon.asked == 4
+    assert len(longer.samples_s) > len(quick.samples_s)
+    # never beyond the budget: a load that stays undecided ends the case when the budget does
+    slow = measure(FakeWork(clock, 1e6), HostTimer(clock), cfg, clock, UndecidedFor(10**9))  # type: ignore[arg-type]
+    assert slow.wall_s <= 1.0 + 0.01
+
+
 def test_unknown_figures_are_never_contended() -> None:
     assert not is_contended(itf.NO_INTERFERENCE_DATA, 2, 2)
     assert system.read_machine_ticks("/nonexistent") is None
@@ -122,8 +150,24 @@ class DisturbEvery:
     def retake(self) -> None:
         self.retaken += 1
 
+    def undecided(self) -> bool:
+        return False
+
     def finish(self) -> Interference:
         return Interference(0.0, 0.0, 0.0, self.n // self.k, self.retaken, 0, 1.0)
+
+
+class UndecidedFor(DisturbEvery):
+    """Never disturbed; the load stays too uncertain to judge for its first ``asks`` questions."""
+
+    def __init__(self, asks: int):
+        super().__init__(k=10**9)
+        self.asks = asks
+        self.asked = 0
+
+    def undecided(self) -> bool:
+        self.asked += 1
+        return self.asked <= self.asks
 
 
 def test_disturbed_samples_are_retaken_and_not_kept() -> None:

@@ -211,6 +211,11 @@ def test_rounds_run_in_fresh_processes_and_a_crash_fails_one_round_of_one_case(t
 def test_per_round_options_share_the_budget() -> None:
     opts = per_round_options(RunOptions(timing=TimingConfig(time_budget_s=1.0)), 4)
     assert opts.timing.time_budget_s == 0.25
+    # the minimum of samples is shared too, down to five a round; never raised
+    assert opts.timing.min_samples == 5
+    assert per_round_options(RunOptions(timing=TimingConfig(min_samples=40)), 4).timing.min_samples == 10
+    assert per_round_options(RunOptions(timing=TimingConfig(min_samples=3)), 4).timing.min_samples == 3
+    assert per_round_options(RunOptions(timing=TimingConfig()), 1).timing.min_samples == 10
 
 
 def test_cli_run_with_rounds_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str],

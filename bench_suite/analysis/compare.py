@@ -12,8 +12,9 @@ How one case is judged (``docs/compare.md`` has the reasoning):
   so the same files always give the same interval).
 * ``p_value``: two-sided Mann-Whitney U on the raw samples (exact distribution while it is
   cheap and there are no ties, else the tie-corrected normal approximation);
-  ``p_adjusted``: Holm's step-down correction over every case tested in the comparison,
-  so ``alpha`` bounds the chance that *any* case is called changed when none changed.
+  ``p_adjusted``: Benjamini-Hochberg over every case tested in the comparison (or Holm's
+  step-down, or none): when nothing changed, ``alpha`` bounds the chance that *any* case is
+  called changed; when some did, the expected share of false calls among the calls.
 * verdict: ``slower`` when ``p_adjusted < alpha`` and ``ratio >= 1 + threshold``;
   ``faster`` when ``p_adjusted < alpha`` and ``ratio <= 1 / (1 + threshold)``;
   ``unchanged`` when the interval lies inside ``[1 / (1 + threshold), 1 + threshold]``;
@@ -57,6 +58,7 @@ import numpy as np
 from bench_suite.analysis.noise import detectable_change
 from bench_suite.core import stats
 from bench_suite.core.errors import UsageError
+from bench_suite.core.verdict import CORRECTIONS, DEFAULT_ALPHA, DEFAULT_CORRECTION, DEFAULT_THRESHOLD
 from bench_suite.env.collect import lookup, tf32_matmul_enabled
 from bench_suite.store.noise import NoiseProfile, profiles_for_runs
 from bench_suite.store.results import Measurement, Run, json_safe
@@ -66,7 +68,7 @@ if TYPE_CHECKING:
 
 VERDICTS = ("slower", "faster", "unchanged", "inconclusive")
 COMBINE = ("pool", "latest")
-CORRECTIONS = ("holm", "none")
+
 
 #: Below this many raw samples on a side no verdict is given: a rank test cannot reach
 #: p < 0.01 with 4 against 4, and a bootstrap of 4 values says little about a median.
@@ -91,12 +93,12 @@ BIMODAL = "bimodal"
 
 @dataclass(frozen=True)
 class CompareOptions:
-    threshold: float = 0.05  # relative change that matters: 5% slower or faster
-    alpha: float = 0.01  # significance level, after the multiple-testing correction
+    threshold: float = DEFAULT_THRESHOLD  # relative change that matters: 5% slower or faster
+    alpha: float = DEFAULT_ALPHA  # significance level, after the multiple-testing correction
     resamples: int = 2000  # bootstrap resamples per case
     seed: int = 0
     combine: str = "pool"  # several measurements of a case on one side: "pool" | "latest"
-    correction: str = "holm"  # "holm" | "none"
+    correction: str = DEFAULT_CORRECTION  # "bh" | "holm" | "none"
     min_samples: int = MIN_SAMPLES
 
     def __post_init__(self) -> None:
@@ -317,6 +319,24 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     running = 0.0
     for rank, i in enumerate(idx):
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg step-up adjusted p-values (same order as given; NaN stays NaN).
+
+    Controls the expected share of false calls among the cases called changed. When nothing
+    changed that share is 1 whenever anything is called, so on an A/A comparison it bounds
+    the chance of any call, as Holm does; when many cases changed together it calls more of
+    them than Holm."""
+    idx = [i for i, p in enumerate(pvalues) if math.isfinite(p)]
+    idx.sort(key=lambda i: pvalues[i], reverse=True)
+    m = len(idx)
+    out = [math.nan] * len(pvalues)
+    running = 1.0
+    for k, i in enumerate(idx):  # from the largest p down; its rank is m - k
+        running = min(running, m * pvalues[i] / (m - k))
         out[i] = running
     return out
 
@@ -773,8 +793,8 @@ def compare(
         rows.append((bmap[i][-1][2], bs, cs, st, flag))
         m_machine[i] = bmap[i][-1][0].machine
 
-    adjusted = (holm([r[3].p_value for r in rows]) if options.correction == "holm"
-                else [r[3].p_value for r in rows])
+    raw = [r[3].p_value for r in rows]
+    adjusted = {"holm": holm, "bh": benjamini_hochberg}.get(options.correction, list)(raw)
     pairs = []
     for (m, bs, cs, st, flag), p_adj in zip(rows, adjusted, strict=True):
         c = m.case

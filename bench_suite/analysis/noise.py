@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bench_suite.core.verdict import DEFAULT_ALPHA
 from bench_suite.store.noise import CaseNoise, NoiseProfile
 from bench_suite.store.results import Run
 
@@ -25,7 +26,7 @@ POWER = 0.9
 
 
 def detectable_change(sd: float | None, base_units: int, cand_units: int, paired: bool,
-                      alpha: float = 0.01, power: float = POWER) -> float:
+                      alpha: float = DEFAULT_ALPHA, power: float = POWER) -> float:
     """Smallest relative change (0.08: 8%) a t-test at ``alpha`` finds with ``power``.
 
     ``sd``: the noise on the log scale: ``pair_sd`` for paired rounds (``ab``), where the
@@ -80,7 +81,7 @@ def profile_from_ab(base: Run, cand: Run, created_at: str,
 
 
 def summarize_profile(profile: NoiseProfile, rounds: int, ab_rounds: int,
-                      alpha: float = 0.01) -> list[dict[str, Any]]:
+                      alpha: float = DEFAULT_ALPHA) -> list[dict[str, Any]]:
     """Per case: its noise and the smallest change two ``run``\\s of ``rounds`` rounds and an
     ``ab`` of ``ab_rounds`` rounds can detect (what ``calibrate`` prints, the report shows)."""
     rows = []

@@ -72,6 +72,10 @@ class SampleMonitor(Protocol):
 
     def retake(self) -> None: ...
 
+    def undecided(self) -> bool:
+        """Whether other processes' load so far is too uncertain to judge (sample on)."""
+        ...
+
     def finish(self) -> Interference: ...
 
 
@@ -81,6 +85,18 @@ class SampleMonitor(Protocol):
 TICK_UNCERTAINTY_S = 0.015
 #: Least other-process load that counts at all (a daemon's wake-ups are not contention).
 MIN_OTHER_CORES = 0.25
+#: A window's other-process load is judged once its tick uncertainty is at most this
+#: fraction of it (see :func:`load_undecided`).
+JUDGED_REL_UNCERTAINTY = 0.25
+
+
+def load_undecided(load: float, wall_s: float, cpus: int) -> bool:
+    """Whether ``load`` (other processes' cores, as read over ``wall_s`` from ``cpus`` cores'
+    ticks) is too uncertain to judge: above :data:`MIN_OTHER_CORES`, but its tick uncertainty
+    is more than :data:`JUDGED_REL_UNCERTAINTY` of it (a busy loop elsewhere, seen over a few
+    hundredths of a second). ``timing.measure`` then samples on, within its budget."""
+    rounding = TICK_UNCERTAINTY_S * (cpus + 1) / wall_s
+    return load > MIN_OTHER_CORES and rounding > JUDGED_REL_UNCERTAINTY * load
 
 
 def is_contended(i: Interference, threads: int, cores: int) -> bool:

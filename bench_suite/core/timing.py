@@ -316,7 +316,11 @@ def _measure(fn: Callable[[], object], timer: BlockTimer, config: TimingConfig, 
             next_check = n + _check_every(n)
             low, high = stats.median_ci(samples, config.confidence)
             median = stats.quantile(sorted(samples), 0.5)
-            if stats.rel_half_width(median, low, high) <= config.target_rel_ci:
+            converged = stats.rel_half_width(median, low, high) <= config.target_rel_ci
+            # converged, but other processes' load is not yet known well enough to say whether
+            # they took a core (a short window reads /proc/stat to a few ticks): sample on
+            # while the budget lasts. On a quiet machine this costs nothing.
+            if converged and (monitor is None or spent() >= budget_ns or not monitor.undecided()):
                 stop = "converged"
                 break
         if n >= MIN_SAMPLES_HARD and spent() >= budget_ns:

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from bench_suite.core import cases as cases_mod
 from bench_suite.core.errors import BenchSuiteError, UsageError
+from bench_suite.core.verdict import CORRECTIONS, DEFAULT_ALPHA, DEFAULT_CORRECTION
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -92,8 +93,8 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
 
 def _add_verdict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", default="5%", help="smallest change that counts: 5%% or 0.05 (default 5%%)")
-    p.add_argument("--alpha", default="0.01",
-                   help="significance level after Holm's correction (default 0.01)")
+    p.add_argument("--alpha", default=str(DEFAULT_ALPHA),
+                   help=f"significance level after the multiple-testing correction (default {DEFAULT_ALPHA})")
     p.add_argument("--format", choices=("text", "md", "html", "json"),
                    help="output format (default: from the -o suffix, else text)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the comparison here instead of stdout")
@@ -194,8 +195,9 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument("--combine", choices=("pool", "latest"), default="pool",
                    help="several measurements of a case on one side: pool their samples (default) "
                    "or keep the latest")
-    p.add_argument("--correction", choices=("holm", "none"), default="holm",
-                   help="multiple-testing correction over the cases (default holm)")
+    p.add_argument("--correction", choices=CORRECTIONS, default=DEFAULT_CORRECTION,
+                   help="multiple-testing correction over the cases: bh (Benjamini-Hochberg), holm "
+                   f"or none (default {DEFAULT_CORRECTION})")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
@@ -698,7 +700,7 @@ def _print_noise(rows: list[dict[str, Any]], machine: str) -> None:
     def pct(x: float | None) -> str:
         return "-" if x is None or x != x else f"{x * 100:.1f}%"
 
-    t = Table(title=f"noise on {machine}: smallest change a comparison can detect (90% power, alpha 0.01)",
+    t = Table(title=f"noise on {machine}: smallest change a comparison can detect (90% power, alpha {DEFAULT_ALPHA})",
               title_justify="left")
     for col in ("case", "median", "rounds spread", "pairs spread",
                 f"run vs run ({DEFAULT_ROUNDS} rounds)", f"ab ({DEFAULT_AB_ROUNDS} rounds)", "note"):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from bench_suite.core.interference import Interference
+from bench_suite.core.interference import Interference, load_undecided
 from bench_suite.env.system import MachineTicks, ThreadWait, process_cpu_ns, read_machine_ticks
 
 #: A sample is disturbed when our threads waited for a core this fraction of its wall time.
@@ -100,6 +100,18 @@ class Monitor:
 
     def retake(self) -> None:
         self.retaken += 1
+
+    def undecided(self) -> bool:
+        """Whether other processes' load over the window so far is too uncertain to judge
+        (``core.interference.load_undecided``)."""
+        m1 = self.machine()
+        wall = (self.wall_ns() - self._wall0) * 1e-9
+        if self._m0 is None or m1 is None or wall <= 0:
+            return False
+        own = (self.own_cpu_ns() - self._cpu0) * 1e-9
+        siblings = (self._siblings_ns() - self._sib0) * 1e-9
+        load = (m1.busy_s - self._m0.busy_s + m1.steal_s - self._m0.steal_s - own - siblings) / wall
+        return load_undecided(load, wall, m1.cpus)
 
     def finish(self) -> Interference:
         wall = (self.wall_ns() - self._wall0) * 1e-9

@@ -530,9 +530,18 @@ def plan_rounds(options: RunOptions, count: int, isolate: bool = False,
     return Rounds(count, measurer, order_seed)
 
 
+#: Fewest samples one round of a case takes (with several rounds): enough for its median.
+MIN_ROUND_SAMPLES = 5
+
+
 def per_round_options(options: RunOptions, count: int) -> RunOptions:
-    """The options one round measures with: the case's time budget divided by the rounds."""
+    """The options one round measures with: the case's time budget divided by the rounds,
+    and so is its minimum of samples, down to :data:`MIN_ROUND_SAMPLES`: a comparison's
+    unit is the round, whose spread comes from the process, not from the samples in it (a
+    slow case timed ten times in each of eight rounds spent most of an ``ab`` on samples
+    that did not narrow its verdict)."""
     if count < 1:
         raise UsageError(f"rounds must be 1 or more, not {count}")
-    return replace(options, timing=replace(options.timing,
-                                           time_budget_s=options.timing.time_budget_s / count))
+    t = options.timing
+    least = min(t.min_samples, max(MIN_ROUND_SAMPLES, math.ceil(t.min_samples / count)))
+    return replace(options, timing=replace(t, time_budget_s=t.time_budget_s / count, min_samples=least))
