@@ -8,7 +8,6 @@ case's thread count, and provides the timer and memory figures that fit its devi
 from __future__ import annotations
 
 import contextlib
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -134,7 +133,3 @@ def blas_threads(count: int) -> Iterator[int | None]:
     with threadpool_limits(limits=count, user_api="blas"):
         applied = {m["num_threads"] for m in threadpool_info() if m.get("user_api") == "blas"}
         yield applied.pop() if len(applied) == 1 else (None if not applied else min(applied))
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

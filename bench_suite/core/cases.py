@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from bench_suite.core.errors import UsageError
@@ -676,8 +676,3 @@ def parse_threads(text: str) -> tuple[int | None, ...]:
             raise UsageError(f"thread count {item!r} out of range: use 1..4096 or 'all'")
         out.append(value)
     return tuple(dict.fromkeys(out))
-
-
-def select(cases: Iterable[Case], ids: Iterable[str]) -> list[Case]:
-    wanted = set(ids)
-    return [c for c in cases if c.id in wanted]

@@ -76,11 +76,6 @@ def class_name(op: str) -> str:
     return "".join(part.capitalize() for part in op.split("_"))
 
 
-def op_of_class(name: str) -> str | None:
-    """The op whose class is called ``name``, if any (reading asv results back)."""
-    return {class_name(op): op for op in OPS}.get(name)
-
-
 def op_version(op: str) -> str:
     """A hash of what the op's cases compute and count: the asv ``version`` of its class.
 

@@ -930,11 +930,3 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
-
-
-def measurements_by_id(runs: Sequence[Run]) -> dict[str, list[Measurement]]:
-    out: dict[str, list[Measurement]] = {}
-    for run in runs:
-        for m in run.measurements:
-            out.setdefault(m.id, []).append(m)
-    return out
