@@ -308,3 +308,26 @@ def test_report_of_a_run_without_measurements(tmp_path: Path) -> None:
     text = " ".join(parse_html(index.read_text(encoding="utf-8")).text)
     assert "0 / 0 / 0" in text and "Every case ran." in text
     assert (tmp_path / "results.csv").read_text(encoding="utf-8").startswith("run_id,machine,")
+
+
+def test_planted_formulas_links_and_mentions_come_out_inert(tmp_path: Path) -> None:
+    import csv
+
+    formula = '=HYPERLINK("https://evil.example/x","click")'
+    chatter = "see https://evil.example and www.evil.example, ask @octocat or a@b.example, fixes #12"
+    ms = [meas("matmul", "numpy", 64, 1e-4),
+          meas("hadamard", "numpy", 64, None, status="failed", reason=formula),
+          meas("hadamard", "torch-cpu", 64, None, status="skipped", reason=chatter)]
+    render.write_report([run(formula, ms, gpu=formula)], tmp_path)
+    with open(tmp_path / "results.csv", newline="", encoding="utf-8") as fh:
+        cells = [c for row in csv.reader(fh) for c in row]
+    # no cell a spreadsheet would evaluate; the text itself is all there, behind an apostrophe
+    assert not any(c.startswith(("=", "+", "@")) for c in cells)
+    assert f"'{formula}" in cells
+    assert any(float(c) == 1e-4 for c in cells if c.replace(".", "", 1).replace("e-", "", 1).isdigit())
+    md = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    # GitHub would link or notify on these; with an invisible joiner inside, it does not
+    for live in ("https://", "www.evil", "@octocat", "@b.example", "#12"):
+        assert live not in md, live
+    visible = md.replace("\u2060", "")  # the text as it reads is unchanged
+    assert "https://evil.example and www.evil.example, ask @octocat" in visible

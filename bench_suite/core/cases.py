@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from bench_suite.core.errors import UsageError
@@ -676,3 +676,25 @@ def parse_threads(text: str) -> tuple[int | None, ...]:
             raise UsageError(f"thread count {item!r} out of range: use 1..4096 or 'all'")
         out.append(value)
     return tuple(dict.fromkeys(out))
+
+
+#: The filters a sweep can be narrowed by, as ``Sweep.with_filters`` names them: what the
+#: CLI's ``--ops`` ... and pytest's ``--suite-ops`` ... options hold.
+FILTER_AXES: tuple[str, ...] = ("ops", "backends", "dtypes", "sizes", "threads", "grad_modes",
+                                *(a.field for a in VARIANT_AXES.values()))
+
+
+def parse_filters(text: Mapping[str, str | None], allow_all: bool = False) -> dict[str, tuple[object, ...] | None]:
+    """Filters given as text (keys of :data:`FILTER_AXES`; missing or empty: no filter)
+    parsed for ``Sweep.with_filters``; a ``UsageError`` names the first bad value.
+    ``allow_all``: ``torch-cuda:all`` is a backend (see :func:`parse_backends`)."""
+    parsers: dict[str, Callable[[str], tuple[object, ...]]] = {
+        "ops": lambda t: parse_names(t, OPS, "op"),
+        "backends": lambda t: parse_backends(t, allow_all=allow_all),
+        "dtypes": lambda t: parse_names(t, DTYPES, "dtype"),
+        "sizes": parse_sizes,
+        "threads": parse_threads,
+        "grad_modes": lambda t: parse_names(t, GRAD_MODES, "grad mode"),
+        **{a.field: (lambda t, a=a: parse_names(t, a.values, a.title)) for a in VARIANT_AXES.values()},
+    }
+    return {axis: parsers[axis](value) if (value := text.get(axis)) else None for axis in FILTER_AXES}

@@ -324,17 +324,9 @@ def sweep_from_args(args: argparse.Namespace, rank: Any = None) -> tuple[cases_m
     """The preset and the cases the arguments select. ``rank``: a ``launch.RankContext``,
     whose CUDA backends become the rank's own GPU."""
     preset = cases_mod.get_preset(args.preset)
-    sweep = preset.sweep.with_filters(
-        ops=cases_mod.parse_names(args.ops, cases_mod.OPS, "op") if args.ops else None,
-        backends=_backends(args.backends, preset, rank),
-        dtypes=cases_mod.parse_names(args.dtypes, cases_mod.DTYPES, "dtype") if args.dtypes else None,
-        sizes=cases_mod.parse_sizes(args.sizes) if args.sizes else None,
-        threads=cases_mod.parse_threads(args.threads) if args.threads else None,
-        grad_modes=(cases_mod.parse_names(args.grad_modes, cases_mod.GRAD_MODES, "grad mode")
-                    if args.grad_modes else None),
-        **{a.field: cases_mod.parse_names(getattr(args, a.field), a.values, a.title)
-           if getattr(args, a.field) else None for a in cases_mod.VARIANT_AXES.values()},
-    )
+    filters = cases_mod.parse_filters({axis: getattr(args, axis) for axis in cases_mod.FILTER_AXES})
+    filters["backends"] = _backends(args.backends, preset, rank)
+    sweep = preset.sweep.with_filters(**filters)
     return preset, sweep.expand()
 
 

@@ -5,7 +5,7 @@ Registered through the ``pytest11`` entry point ``bench_suite`` (disable it with
 ``benchmarks/test_cases.py`` does::
 
     def test_case(suite_case, benchmark):
-        from bench_suite.pytest_plugin import time_case
+        from bench_suite.frontends.pytest_plugin import time_case
 
         time_case(benchmark, suite_case)
 
@@ -64,8 +64,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                         help=f"{axis.title}: {', '.join(axis.values)}")
 
 
-_FILTERS = ("suite_ops", "suite_backends", "suite_dtypes", "suite_sizes", "suite_threads",
-            "suite_grad_modes", *(f"suite_{a.field}" for a in cases_mod.VARIANT_AXES.values()))
+_FILTERS = tuple(f"suite_{axis}" for axis in cases_mod.FILTER_AXES)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,18 +79,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def suite_cases(config: pytest.Config) -> list[cases_mod.Case]:
     """The cases selected by the ``--suite-*`` options (a UsageError for a bad value)."""
     opt = config.getoption
-    sweep = grid.grid_sweep(opt("suite_grid")).with_filters(
-        ops=cases_mod.parse_names(opt("suite_ops"), cases_mod.OPS, "op") if opt("suite_ops") else None,
-        backends=cases_mod.parse_backends(opt("suite_backends")) if opt("suite_backends") else None,
-        dtypes=(cases_mod.parse_names(opt("suite_dtypes"), cases_mod.DTYPES, "dtype")
-                if opt("suite_dtypes") else None),
-        sizes=cases_mod.parse_sizes(opt("suite_sizes")) if opt("suite_sizes") else None,
-        threads=cases_mod.parse_threads(opt("suite_threads")) if opt("suite_threads") else None,
-        grad_modes=(cases_mod.parse_names(opt("suite_grad_modes"), cases_mod.GRAD_MODES, "grad mode")
-                    if opt("suite_grad_modes") else None),
-        **{a.field: cases_mod.parse_names(opt(f"suite_{a.field}"), a.values, a.title)
-           if opt(f"suite_{a.field}") else None for a in cases_mod.VARIANT_AXES.values()},
-    )
+    filters = cases_mod.parse_filters({axis: opt(f"suite_{axis}") for axis in cases_mod.FILTER_AXES})
+    sweep = grid.grid_sweep(opt("suite_grid")).with_filters(**filters)
     return sweep.expand()
 
 

@@ -9,13 +9,45 @@ from __future__ import annotations
 
 import html
 import re
+from typing import TYPE_CHECKING
 
-__all__ = ["html_text", "md_cell", "md_text"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["csv_frame", "csv_text", "html_text", "md_cell", "md_text"]
 
 # Markdown's inline syntax (emphasis, code, strikethrough), table pipes, raw HTML and link
 # brackets, and the backslash itself so that the escapes survive. Characters that matter only
 # at the start of a line (#, +, -, digits) are left alone: escaped text is never a block start.
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
+
+
+# GitHub turns bare URLs, www. names, e-mail addresses, @mentions and #123 references into
+# live links (and a mention notifies someone) wherever a summary is pasted: a word joiner
+# (U+2060, invisible) inside each marker keeps the text as it reads but matches none of them.
+_JOINER = "\u2060"
+_AUTOLINK = re.compile(r"(?i)(?:\b[a-z][a-z0-9+.-]*:/|\bwww\.|@|#(?=\d))")
+# A spreadsheet reads a cell that starts with one of these as a formula (=HYPERLINK(...)).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: a string that starts like a formula gets a
+    leading apostrophe (OWASP's advice); anything else is returned unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text column passed through :func:`csv_text` (numbers untouched)."""
+    import pandas as pd
+
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(csv_text)
+    return out
 
 
 def html_text(value: object) -> str:
@@ -26,9 +58,11 @@ def html_text(value: object) -> str:
 def md_text(value: object) -> str:
     """Text shown literally by CommonMark/GitHub Markdown: specials backslash-escaped, ``&``
     as an entity (so ``&lt;`` in a file stays those four characters), control characters and
-    line breaks turned into spaces (a table row is one line)."""
+    line breaks turned into spaces (a table row is one line), and GitHub's auto-links broken
+    (see :data:`_AUTOLINK`)."""
     s = "".join(ch if ch.isprintable() else " " for ch in str(value))
-    return _MD_SPECIAL.sub(r"\\\1", s).replace("&", "&amp;")
+    s = _MD_SPECIAL.sub(r"\\\1", s).replace("&", "&amp;")
+    return _AUTOLINK.sub(lambda m: m.group(0)[0] + _JOINER + m.group(0)[1:], s)
 
 
 def md_cell(value: object) -> str:

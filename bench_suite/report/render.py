@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from bench_suite.core.errors import OutputError
 from bench_suite.env.collect import lookup
 from bench_suite.report import fleet, tables
-from bench_suite.report.escape import html_text, md_cell, md_text
+from bench_suite.report.escape import csv_frame, html_text, md_cell, md_text
 from bench_suite.report.format import fmt_rate, fmt_ratio, fmt_time
 from bench_suite.store.results import Run, atomic_write_text, to_frame
 
@@ -914,7 +914,7 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, command: str | None =
     secs = sections(rep)
     page = to_html(rep, secs)
     summary = to_markdown(rep, secs)
-    csv = rep.frame.to_csv(index=False)
+    csv = csv_frame(rep.frame).to_csv(index=False)
     figdir = out / "figures"
     try:
         figdir.mkdir(parents=True, exist_ok=True)
