@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from bench_suite.analysis.compare import CasePair, Comparison
 from bench_suite.report.escape import html_text, md_cell, md_text
-from bench_suite.report.format import fmt_time
+from bench_suite.report.format import fmt_change, fmt_interval, fmt_time, fmt_time_ratio
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -44,20 +44,6 @@ def ordered_pairs(c: Comparison) -> list[CasePair]:
         return _ORDER[p.verdict], -r, p.case_id
 
     return sorted(c.pairs, key=key)
-
-
-def fmt_ratio(r: float) -> str:
-    return f"{r:.3f}" if math.isfinite(r) else "-"
-
-
-def fmt_change(r: float) -> str:
-    return f"{(r - 1) * 100:+.1f}%" if math.isfinite(r) else "-"
-
-
-def fmt_interval(lo: float, hi: float) -> str:
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "-"
-    return f"[{lo:.3f}, {hi:.3f}]"
 
 
 def fmt_p(p: float) -> str:
@@ -141,7 +127,7 @@ def _env_rows(c: Comparison) -> list[list[str]]:
 
 
 def _pair_cells(p: CasePair) -> list[str]:
-    return [p.case_id, fmt_time(p.base_median_s), fmt_time(p.cand_median_s), fmt_ratio(p.ratio),
+    return [p.case_id, fmt_time(p.base_median_s), fmt_time(p.cand_median_s), fmt_time_ratio(p.ratio),
             fmt_change(p.ratio), fmt_interval(p.ci_low, p.ci_high), fmt_p(p.p_adjusted),
             fmt_units(p), fmt_detectable(p), p.verdict, p.note]
 
@@ -153,6 +139,17 @@ def _pair_header(c: Comparison) -> list[str]:
 
 
 # --- text ---------------------------------------------------------------------------------
+
+
+GEOMEAN_HEADER = ("op", "backend", "cases", "geomean", "change", "slower", "faster", "unchanged",
+                  "inconclusive")
+GEOMEAN_RIGHT = {2, 3, 4, 5, 6, 7, 8}
+
+
+def geomean_rows(c: Comparison) -> list[list[str]]:
+    """The geometric-mean table's cells (every format renders these)."""
+    return [[g.op, g.backend, str(g.cases), fmt_time_ratio(g.geomean), fmt_change(g.geomean), str(g.slower),
+             str(g.faster), str(g.unchanged), str(g.inconclusive)] for g in c.geomeans]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
@@ -188,10 +185,8 @@ def render_text(c: Comparison) -> str:
         out.append("")
     if c.geomeans:
         out.append("geometric mean of ratios per op and backend")
-        rows = [[_plain(g.op), _plain(g.backend), str(g.cases), fmt_ratio(g.geomean), fmt_change(g.geomean),
-                 str(g.slower), str(g.faster), str(g.unchanged), str(g.inconclusive)] for g in c.geomeans]
-        out += _table(["op", "backend", "cases", "geomean", "change", "slower", "faster", "unchanged",
-                       "inconclusive"], rows, {2, 3, 4, 5, 6, 7, 8})
+        rows = [[_plain(x) for x in r] for r in geomean_rows(c)]
+        out += _table(GEOMEAN_HEADER, rows, GEOMEAN_RIGHT)
         out.append("")
     for title, items in (("only in BASE", c.only_base), ("only in CAND", c.only_cand)):
         if items:
@@ -252,11 +247,7 @@ def render_markdown(c: Comparison) -> str:
         out.append("")
     if c.geomeans:
         out += ["#### Geometric mean of ratios", ""]
-        out += _md_table(["op", "backend", "cases", "geomean", "change", "slower", "faster", "unchanged",
-                          "inconclusive"],
-                         [[g.op, g.backend, str(g.cases), fmt_ratio(g.geomean), fmt_change(g.geomean),
-                           str(g.slower), str(g.faster), str(g.unchanged), str(g.inconclusive)]
-                          for g in c.geomeans], {2, 3, 4, 5, 6, 7, 8})
+        out += _md_table(GEOMEAN_HEADER, geomean_rows(c), GEOMEAN_RIGHT)
         out.append("")
     for title, items in (("Only in BASE", c.only_base), ("Only in CAND", c.only_cand)):
         if items:
@@ -435,11 +426,8 @@ def render_html(c: Comparison, figure: bool = True) -> str:
         table = _html_table(_pair_header(c), rows, {1, 2, 3, 4, 6, 7, 8}, lambda k: pairs[k].verdict, class_col=9)
         parts += ["<h2>Cases</h2>", table]
     if c.geomeans:
-        parts += ["<h2>Geometric mean of ratios</h2>", _html_table(
-            ["op", "backend", "cases", "geomean", "change", "slower", "faster", "unchanged", "inconclusive"],
-            [[g.op, g.backend, str(g.cases), fmt_ratio(g.geomean), fmt_change(g.geomean), str(g.slower),
-              str(g.faster), str(g.unchanged), str(g.inconclusive)] for g in c.geomeans],
-            {2, 3, 4, 5, 6, 7, 8})]
+        parts += ["<h2>Geometric mean of ratios</h2>",
+                  _html_table(GEOMEAN_HEADER, geomean_rows(c), GEOMEAN_RIGHT)]
     for title, items in (("Only in BASE", c.only_base), ("Only in CAND", c.only_cand)):
         if items:
             lis = "".join(f"<li><code>{html_text(o.case_id)}</code> ({html_text(o.status)})</li>"

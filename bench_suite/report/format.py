@@ -20,7 +20,24 @@ def fmt_rate(value: float, unit: str) -> str:
     return f"{value:,.1f} {unit}" if value >= 10 else f"{value:.3g} {unit}"
 
 
+def fmt_time_ratio(r: float) -> str:
+    """A comparison's CAND/BASE time ratio: three decimals, so a 1% change shows."""
+    return f"{r:.3f}" if math.isfinite(r) else "-"
+
+
+def fmt_change(r: float) -> str:
+    """A time ratio as a signed percentage change: 1.05 -> +5.0%."""
+    return f"{(r - 1) * 100:+.1f}%" if math.isfinite(r) else "-"
+
+
+def fmt_interval(lo: float, hi: float) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "-"
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
 def fmt_ratio(value: float) -> str:
+    """A speedup (many cores over one, GPU over CPU): two decimals and an x."""
     if value is None or not math.isfinite(value):
         return "-"
     return f"{value:.2f}x"
