@@ -331,3 +331,16 @@ def test_planted_formulas_links_and_mentions_come_out_inert(tmp_path: Path) -> N
         assert live not in md, live
     visible = md.replace("\u2060", "")  # the text as it reads is unchanged
     assert "https://evil.example and www.evil.example, ask @octocat" in visible
+
+
+def test_a_report_prepares_its_frame_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench_suite.report import tables
+
+    calls = []
+    real = tables._prepare
+    monkeypatch.setattr(tables, "_prepare", lambda f: calls.append(1) or real(f))
+    rep = render.build_report(two_runs(), with_figures=True)
+    assert len(calls) == 1 and not tables._PREPARED  # once, and nothing kept afterwards
+    # outside a report, prepare is computed as before (and equal to what the report used)
+    frame = rep.frame
+    assert tables.prepare(frame).equals(real(frame)) and len(calls) == 2

@@ -111,34 +111,34 @@ def build_report(runs: Sequence[Run], command: str | None = None, with_figures: 
         frame = to_frame(runs)
         for hook in FRAME_HOOKS:
             frame = hook(frame, runs)
-    prepared = tables.prepare(frame)
-    series_of = dict(zip(prepared["run_id"], prepared["series"], strict=False))
-    computed = {
-        "time": tables.time_table(frame),
-        "speedup": tables.speedup_table(frame),
-        "scaling": tables.thread_scaling(frame),
-        "backward_forward": tables.backward_forward(frame),
-        "autograd_vs_hand": tables.autograd_vs_hand(frame),
-        "grad_cost": tables.grad_cost(frame),
-        "noisy": tables.noisy_cells(frame),
-        "untrusted": tables.untrusted_cells(frame),
-        "noise": _noise_table(runs),
-        "launch_bound": tables.launch_bound_cells(frame),
-        "problems": tables.problem_groups(frame),
-        "headline": tables.headline(frame),
-        "peaks": tables.peaks(frame),
-        "fleet": fleet.fleet_table(frame),
-        "break_even": tables.break_even_points(frame),
-        "break_even_notes": _notes_frame(tables.break_even_notes(frame)),
-        "mlp_breakdown": tables.mlp_breakdown(frame),
-        "create_where": tables.create_where(frame),
-    }
-    computed["fleet_devices"] = fleet.device_summary(computed["fleet"])
-    rendered: tuple[RenderedFigure, ...] = ()
-    if with_figures and len(frame):
-        from bench_suite.report import figures
+    with tables.prepared_once(frame) as prepared:
+        series_of = dict(zip(prepared["run_id"], prepared["series"], strict=False))
+        computed = {
+            "time": tables.time_table(frame),
+            "speedup": tables.speedup_table(frame),
+            "scaling": tables.thread_scaling(frame),
+            "backward_forward": tables.backward_forward(frame),
+            "autograd_vs_hand": tables.autograd_vs_hand(frame),
+            "grad_cost": tables.grad_cost(frame),
+            "noisy": tables.noisy_cells(frame),
+            "untrusted": tables.untrusted_cells(frame),
+            "noise": _noise_table(runs),
+            "launch_bound": tables.launch_bound_cells(frame),
+            "problems": tables.problem_groups(frame),
+            "headline": tables.headline(frame),
+            "peaks": tables.peaks(frame),
+            "fleet": fleet.fleet_table(frame),
+            "break_even": tables.break_even_points(frame),
+            "break_even_notes": _notes_frame(tables.break_even_notes(frame)),
+            "mlp_breakdown": tables.mlp_breakdown(frame),
+            "create_where": tables.create_where(frame),
+        }
+        computed["fleet_devices"] = fleet.device_summary(computed["fleet"])
+        rendered: tuple[RenderedFigure, ...] = ()
+        if with_figures and len(frame):
+            from bench_suite.report import figures
 
-        rendered = tuple(figures.render_figures(frame))
+            rendered = tuple(figures.render_figures(frame))
     infos = tuple(_run_info(r, series_of.get(r.run_id, r.machine)) for r in runs)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return Report(frame, infos, computed, rendered, command or "", now)

@@ -20,6 +20,8 @@ Columns from ``bench_suite.analysis.roofline`` (``peak_gflops``, ``peak_gbps``, 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from bench_suite.core.cases import BACKENDS, OP_RATE, OPS, fixed_grad_mode, is_backward, is_cuda_backend, variant_axis
@@ -87,9 +89,32 @@ def _threads_key(labels: pd.Series) -> pd.Series:
     return labels.map(lambda t: (1, 0) if t == "all" else (0, int(t)) if str(t).isdigit() else (2, 0))
 
 
+#: While a report is built (:func:`prepared_once`): the frame it is built from and that frame
+#: prepared, so the twenty tables that start from it do not each prepare it again.
+_PREPARED: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+
+
+@contextlib.contextmanager
+def prepared_once(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """Within the block, :func:`prepare` of this very frame object is computed once (each
+    caller gets its own copy, so none can change another's)."""
+    _PREPARED.append((frame, _prepare(frame)))
+    try:
+        yield _PREPARED[-1][1]
+    finally:
+        _PREPARED.pop()
+
+
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with ``series``, ``dim``, ``rate``, ``rate_unit`` and ``rel_iqr`` added, one row
     per (run, case) and sorted the way every table is shown."""
+    for original, prepared in reversed(_PREPARED):
+        if original is frame:
+            return prepared.copy()
+    return _prepare(frame)
+
+
+def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
     import numpy as np
 
     df = with_variant(frame).drop_duplicates(subset=["run_id", "case_id"], keep="first").copy()
