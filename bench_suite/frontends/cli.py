@@ -949,57 +949,20 @@ def _stdout_console() -> Any:
 
 
 def _print_summary(run: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    from bench_suite.analysis import roofline
-    from bench_suite.report import tables
-    from bench_suite.report.format import fmt_rate, fmt_ratio, fmt_time
-    from bench_suite.store.results import to_frame
+    from bench_suite.report.run_summary import summary_view
 
-    frame = roofline.add_roofline_columns(to_frame([run]), roofline.peaks_for_runs([run]))
-    summary = tables.run_summary(frame)
-    rounds = int(run.config.get("rounds", 1)) if isinstance(run.config.get("rounds", 1), int) else 1
-    # "% peak" only where measured peaks exist (bench-suite peaks, saved beside the run)
-    with_peak = "pct_of_peak" in summary and bool(summary["pct_of_peak"].notna().any())
-    title = f"run {run.run_id} on {run.machine}" + (f", {rounds} rounds" if rounds > 1 else "")
-    table = Table(title=title, title_justify="left")
-    spread = "± rounds" if rounds > 1 else "± (1 process)"
-    cols = ("case", "median", spread, "rate", "vs numpy", *(("% peak",) if with_peak else ()), "note")
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("case", "note") else "right",
-                         no_wrap=col == "case")
-    skipped: dict[str, int] = {}
-    contended = 0
-    for row in summary.itertuples(index=False):
-        if row.status == "ok":
-            pct = getattr(row, "pct_of_peak", float("nan"))
-            peak = ("-" if pct != pct else f"{pct:.0f}%",) if with_peak else ()
-            suspect = bool(getattr(row, "speedup_contended", False) or getattr(row, "speedup_bimodal", False))
-            notes = [n for n, on in (
-                (f"contended: machine busy ({row.contention:.1f} cores)", getattr(row, "contended", False)),
-                ("bimodal", getattr(row, "bimodal", False)), ("noisy", row.noisy)) if on]
-            contended += bool(getattr(row, "contended", False))
-            table.add_row(row.case_id, fmt_time(row.median_s), f"{row.rel_ci:.1%}",
-                          fmt_rate(row.rate, row.rate_unit),
-                          fmt_ratio(row.speedup_vs_numpy) + ("?" if suspect else ""),
-                          *peak, ", ".join([*notes, *tables.gpu_row_notes(row)]))
-        elif row.status == "skipped":
-            skipped[row.reason] = skipped.get(row.reason, 0) + 1
-        else:
-            table.add_row(row.case_id, "-", "", "", "", *(("",) if with_peak else ()),
-                          f"failed: {row.reason}")
+    view = summary_view(run)
+    table = Table(title=escape(view.title), title_justify="left")
+    for col in view.columns:
+        table.add_column(col, justify="left" if view.left_aligned(col) else "right", no_wrap=col == "case")
+    for row in view.rows:
+        table.add_row(*(escape(cell) for cell in row))
     console = _stdout_console()
     console.print(table)
-    for reason, count in skipped.items():
-        console.print(f"skipped {count} case{'s' if count > 1 else ''}: {reason}")
-    if contended:
-        console.print(f"{contended} case{'s' if contended > 1 else ''} contended: other processes held "
-                      "cores they needed while they were timed; their figures (and ratios marked ?) are "
-                      "not to be trusted, and compare never calls them slower or faster")
-    if rounds == 1:
-        console.print("one round: ± is the spread within one process; the spread between runs is "
-                      "unknown (measure with --rounds, or see bench-suite calibrate)")
-    for line in tables.gpu_notes(summary):
+    for line in view.footnotes:
         console.print(line, soft_wrap=True, markup=False)
 
 
