@@ -30,7 +30,7 @@ from bench_suite import load_results
 from bench_suite.backends import get_backend
 from bench_suite.core import ops
 from bench_suite.core.cases import Case
-from bench_suite.core.timing import HostTimer, TimingConfig, measure
+from bench_suite.core.timing import HostTimer, SamplingPlan, measure
 
 
 def noop() -> None:
@@ -49,7 +49,7 @@ def timeit_median(fn: object, repeat: int = 15, min_time: float = 0.02) -> float
 
 
 def suite_median(fn: object, budget: float = 1.0) -> float:
-    cfg = TimingConfig(time_budget_s=budget)
+    cfg = SamplingPlan(time_budget_s=budget)
     res = measure(fn, HostTimer(), cfg)  # type: ignore[arg-type]
     return statistics.median(res.samples_s)
 

@@ -269,11 +269,11 @@ def _cuda_backend() -> Any:
 def _suite_time(ready: Any, cold: bool = False, graphs: bool = False, budget: float = 0.5) -> dict[str, Any]:
     """The suite's own timing of a ready case (``measure.gpu.options.time_case``): median per call."""
     from bench_suite.core import stats
-    from bench_suite.core.timing import TimingConfig
-    from bench_suite.measure.gpu.options import TimingOptions, time_case
+    from bench_suite.core.timing import SamplingPlan
+    from bench_suite.measure.gpu.options import TimingMode, time_case
 
-    config = TimingConfig(time_budget_s=budget, target_rel_ci=0.005, min_samples=10)
-    options = TimingOptions(cold_cache=cold, cuda_graphs=graphs, nvml=False)
+    config = SamplingPlan(time_budget_s=budget, target_rel_ci=0.005, min_samples=10)
+    options = TimingMode(cold_cache=cold, cuda_graphs=graphs, nvml=False)
     timing, extra = time_case(ready.case, ready.backend, ready.prepared, config, time.perf_counter_ns, options)
     s = stats.summarize(timing.samples_s)
     return {"median_s": s.median, "rel_ci": s.rel_ci, "samples": s.n, "number": timing.number,
@@ -525,12 +525,12 @@ def tf32_probe(n: int = 4096) -> dict[str, Any]:
     out["active"] = active
     # the suite's own tf32 case, verified and timed, and the setting restored after it
     from bench_suite.core.cases import Case
-    from bench_suite.core.timing import TimingConfig
-    from bench_suite.measure.gpu.options import TimingOptions
+    from bench_suite.core.timing import SamplingPlan
+    from bench_suite.measure.gpu.options import TimingMode
     from bench_suite.measure.runner import RunOptions, run_case
 
     m = run_case(Case("matmul", "torch-cuda", "tf32", (n, n, n)), _cuda_backend(),
-                 RunOptions(timing=TimingConfig(time_budget_s=0.3), gpu=TimingOptions(nvml=False)))
+                 RunOptions(timing=SamplingPlan(time_budget_s=0.3), gpu=TimingMode(nvml=False)))
     out["suite_case"] = {"status": m.status, "reason": m.reason, "rel_error": m.rel_error,
                          "median_s": m.summary.median if m.status == "ok" else None,
                          "tflops": m.flops / m.summary.median / 1e12 if m.status == "ok" else None,

@@ -23,7 +23,7 @@ from bench_suite.store.results import Measurement, Run
 # Noise as the runner sees it on a quiet core of this machine (shared/notes/this-machine.md and
 # a quick-preset run file): per-call times lognormal with 2-3% spread, and in the second model
 # also 3% "preempted" samples, 20-100% slow. Sample counts: the runner takes at least
-# TimingConfig's min_samples=10 and stops once the median is known to +-1%, so 10-30 samples
+# SamplingPlan's min_samples=10 and stops once the median is known to +-1%, so 10-30 samples
 # is common for large cases and 60-250 for small ones. 10 is the hardest count, 40 a typical one.
 # (At 10 samples with preempted samples the power is about 96%, see docs/compare.md: two slow
 # outliers among ten base samples already cap Mann-Whitney's p at 0.023.)

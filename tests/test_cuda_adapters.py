@@ -16,17 +16,17 @@ from bench_suite.backends import get_backend, torch_backend
 from bench_suite.backends.torch_backend import TorchCudaBackend, _CudaDevice, _CudaEvent
 from bench_suite.core import ops
 from bench_suite.core.cases import OPS, Case, fixed_grad_mode, is_backward, square_shape
-from bench_suite.core.timing import EventTimer, TimingConfig
+from bench_suite.core.timing import EventTimer, SamplingPlan
 from bench_suite.env import collect as env
 from bench_suite.measure import gpu as measure_gpu
 from bench_suite.measure import harness
-from bench_suite.measure.gpu.options import TimingOptions
+from bench_suite.measure.gpu.options import TimingMode
 from bench_suite.measure.runner import RunOptions, run_case
 from tests.fake_torch import CAPTURE_ERROR, FakeCuda, FakeTorch
 
-FAST = TimingConfig(time_budget_s=0.03, min_samples=3, min_block_s=1e-4, warmup_s=0.0)
-GRAPHS = RunOptions(timing=FAST, gpu=TimingOptions(cuda_graphs=True, nvml=False, warmup_gpu_s=0.002))
-PLAIN = RunOptions(timing=FAST, gpu=TimingOptions(nvml=False, warmup_gpu_s=0.002))
+FAST = SamplingPlan(time_budget_s=0.03, min_samples=3, min_block_s=1e-4, warmup_s=0.0)
+GRAPHS = RunOptions(timing=FAST, gpu=TimingMode(cuda_graphs=True, nvml=False, warmup_gpu_s=0.002))
+PLAIN = RunOptions(timing=FAST, gpu=TimingMode(nvml=False, warmup_gpu_s=0.002))
 SHAPES = {"matmul": (12, 20, 8), "elementwise": (12, 8)}
 
 

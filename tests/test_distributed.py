@@ -14,7 +14,7 @@ import pytest
 import bench_suite
 from bench_suite.core.cases import Case
 from bench_suite.core.errors import UsageError
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.measure import distributed, runner
 from bench_suite.measure.distributed import Publisher, gather, join
 from bench_suite.measure.launch import RankContext
@@ -183,7 +183,7 @@ def test_a_dead_store_never_stops_a_ranks_sweep() -> None:
     assert pub.sent == 1 and "stopped answering (Connection reset by peer)" in pub.problem
 
 
-FAST = runner.RunOptions(timing=TimingConfig(time_budget_s=0.02, min_samples=3))
+FAST = runner.RunOptions(timing=SamplingPlan(time_budget_s=0.02, min_samples=3))
 CASES = [Case("hadamard", "numpy", "float32", (16, 16), 1), Case("matmul", "numpy", "float32", (16, 16, 16), 1)]
 
 

@@ -140,7 +140,7 @@ def test_ctrl_c_just_after_a_journal_line_is_written_loses_nothing(
 ) -> None:
     """The race the SIGINT test above once hit: the line is on disk, then Ctrl-C lands."""
     from bench_suite.core.cases import parse_case_id
-    from bench_suite.core.timing import TimingConfig
+    from bench_suite.core.timing import SamplingPlan
     from bench_suite.measure.runner import RunInterrupted, RunOptions, run_sweep
     from bench_suite.store.results import RunWriter
 
@@ -156,6 +156,6 @@ def test_ctrl_c_just_after_a_journal_line_is_written_loses_nothing(
     monkeypatch.setattr(RunWriter, "_append", append_then_interrupt)
     cases = [parse_case_id(i) for i in EXPECTED[:4]]
     with pytest.raises(RunInterrupted) as stop:
-        run_sweep(cases, tmp_path / "r.json", RunOptions(timing=TimingConfig(time_budget_s=0.01)))
+        run_sweep(cases, tmp_path / "r.json", RunOptions(timing=SamplingPlan(time_budget_s=0.01)))
     assert [m.id for m in stop.value.run.measurements] == EXPECTED[:3]
     assert [m.id for m in read_run_file(tmp_path / "r.json").measurements] == EXPECTED[:3]

@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from bench_suite import load_results
 from bench_suite.core.cases import Case
 from bench_suite.core.errors import BenchSuiteError
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.frontends import cli
 from bench_suite.measure.runner import RunOptions, run_sweep, start_run
 from bench_suite.store.results import Measurement, journal_path
 
-FAST = RunOptions(timing=TimingConfig(time_budget_s=0.01, min_samples=3))
+FAST = RunOptions(timing=SamplingPlan(time_budget_s=0.01, min_samples=3))
 CASES = [Case(op, "numpy", "float32", (n,) * (3 if op == "matmul" else 2), threads=1)
          for op in ("matmul", "hadamard") for n in (8, 16)]
 #: ``BENCH_SUITE_FUZZ_SCALE=50`` fuzzes 50 times longer, with fresh random examples; the default

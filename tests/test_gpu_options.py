@@ -14,14 +14,14 @@ from bench_suite.backends import get_backend
 from bench_suite.backends.base import Availability, Backend, Prepared
 from bench_suite.core import ops
 from bench_suite.core.cases import Case
-from bench_suite.core.timing import EventTimer, HostTimer, TimingConfig
+from bench_suite.core.timing import EventTimer, HostTimer, SamplingPlan
 from bench_suite.env import nvml as env_nvml
 from bench_suite.env import system
 from bench_suite.env.nvml import NvmlSampler
 from bench_suite.measure import gpu as measure_gpu
 from bench_suite.measure.gpu import cold_cache, graphs
 from bench_suite.measure.gpu import options as gpu_options
-from bench_suite.measure.gpu.options import TimingOptions, time_case
+from bench_suite.measure.gpu.options import TimingMode, time_case
 from bench_suite.measure.runner import RunOptions, run_case
 from bench_suite.store.results import Run, to_frame
 from tests.fakes import FakeClock, FakeCudaDevice, FakeWork
@@ -203,7 +203,7 @@ class FakeCudaBackend(Backend):
 
 
 CASE = Case("matmul", "torch-cuda", "float32", (4, 4, 4), None)
-CONFIG = TimingConfig(time_budget_s=0.05, min_samples=5, target_rel_ci=0.01)
+CONFIG = SamplingPlan(time_budget_s=0.05, min_samples=5, target_rel_ci=0.01)
 
 
 @pytest.fixture
@@ -256,7 +256,7 @@ def test_cuda_graph_removes_launch_overhead(gpu: tuple[FakeClock, CachedDevice, 
     kernel = Kernel(dev, warm_ns=1_000)  # 1 us kernels behind 5 us launches
     backend = FakeCudaBackend(dev, kernel)
     prepared = Prepared(kernel, lambda: {}, {}, read=lambda r: {}, poison=lambda r: None)
-    plain, extra = time_case(CASE, backend, prepared, CONFIG, clock, TimingOptions(nvml=False))
+    plain, extra = time_case(CASE, backend, prepared, CONFIG, clock, TimingMode(nvml=False))
     assert set(extra) == {"warmup", "launch"}
     assert np.median(plain.samples_s) == pytest.approx(5e-6, rel=0.01)  # launch-bound
     # the host took as long to queue the calls as the device took to run them: flagged
@@ -264,7 +264,7 @@ def test_cuda_graph_removes_launch_overhead(gpu: tuple[FakeClock, CachedDevice, 
     assert launch["launch_bound"] is True and launch["ratio"] == pytest.approx(1.0, rel=0.01)
     assert launch["host_enqueue_s"] == pytest.approx(5e-6) and launch["device_s"] == pytest.approx(5e-6, rel=0.01)
     graphed, extra = time_case(CASE, backend, prepared, CONFIG, clock,
-                               TimingOptions(cuda_graphs=True, nvml=False))
+                               TimingMode(cuda_graphs=True, nvml=False))
     calls = extra["cuda_graph"]["calls_per_graph"]
     # a replay lasts min_block_s (1 ms) at the 5.1 us per call of a 10-call probe (10 launches,
     # then the last kernel): ceil(1e6 / 5100)
@@ -282,7 +282,7 @@ def test_cuda_graph_removes_launch_overhead(gpu: tuple[FakeClock, CachedDevice, 
 
 
 def test_graph_calls_bounded() -> None:
-    cfg = TimingConfig(min_block_s=1e-3)
+    cfg = SamplingPlan(min_block_s=1e-3)
     assert graphs.graph_calls(1e-9, cfg, 0, None) == graphs.MAX_GRAPH_CALLS
     assert graphs.graph_calls(1.0, cfg, 0, None) == 1
     assert graphs.graph_calls(1e-6, cfg, out_bytes=1 << 20, free_bytes=40 << 20) == 10
@@ -296,7 +296,7 @@ def test_cuda_graph_failure_fails_the_case_and_restores_the_stream(monkeypatch: 
     case_stream = FakeStream("case")
     torch.cuda.current = case_stream  # as TorchCudaBackend.threads() leaves it for a case
     m = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 1_000)),
-                 RunOptions(timing=CONFIG, gpu=TimingOptions(cuda_graphs=True, nvml=False)), clock)
+                 RunOptions(timing=CONFIG, gpu=TimingMode(cuda_graphs=True, nvml=False)), clock)
     assert m.status == "failed"
     assert m.reason.startswith("GraphCaptureError: CUDA graph capture failed: RuntimeError: ")
     assert "not permitted when stream is capturing" in m.reason
@@ -307,8 +307,8 @@ def test_cuda_graph_failure_fails_the_case_and_restores_the_stream(monkeypatch: 
 
 def test_cuda_graphs_ignored_on_the_cpu() -> None:
     m = run_case(Case("hadamard", "numpy", "float32", (16, 16), 1), get_backend("numpy"),
-                 RunOptions(timing=TimingConfig(time_budget_s=0.05),
-                            gpu=TimingOptions(cuda_graphs=True, nvml=True)))
+                 RunOptions(timing=SamplingPlan(time_budget_s=0.05),
+                            gpu=TimingMode(cuda_graphs=True, nvml=True)))
     assert m.status == "ok"
     assert m.extra["cuda_graph"] == {"skipped": "not a CUDA case"}
     assert m.extra["nvml"] == {"available": False, "reason": "not a CUDA case"}
@@ -321,21 +321,21 @@ def test_cold_cache_on_a_fake_gpu(gpu: tuple[FakeClock, CachedDevice, FakeTorch]
     clock, dev, torch = gpu
     kernel = Kernel(dev, warm_ns=100_000, cold_ns=150_000)
     backend = FakeCudaBackend(dev, kernel)
-    opts = RunOptions(timing=CONFIG, gpu=TimingOptions(cold_cache=True, nvml=False))
+    opts = RunOptions(timing=CONFIG, gpu=TimingMode(cold_cache=True, nvml=False))
     m = run_case(CASE, backend, opts, clock)
     assert m.status == "ok", m.reason
     assert m.extra["cold_cache"]["flush_bytes"] == 100 << 20  # twice the 50 MiB L2
     assert torch.buffers == [(100 << 20, "cuda:0")]
     assert m.summary.median == pytest.approx(150e-6)  # every call cold
-    warm = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=False)), clock)
+    warm = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingMode(nvml=False)), clock)
     assert warm.summary.median == pytest.approx(100e-6, rel=0.01)
     assert "cold_cache" not in warm.extra
 
 
 def test_cold_cache_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     m = run_case(Case("hadamard", "numpy", "float32", (32, 32), 1), get_backend("numpy"),
-                 RunOptions(timing=TimingConfig(time_budget_s=0.05),
-                            gpu=TimingOptions(cold_cache=True, flush_bytes=1 << 20)))
+                 RunOptions(timing=SamplingPlan(time_budget_s=0.05),
+                            gpu=TimingMode(cold_cache=True, flush_bytes=1 << 20)))
     assert m.status == "ok", m.reason
     assert m.extra["cold_cache"]["flush_bytes"] == 1 << 20
     monkeypatch.setattr(cold_cache, "cpu_cache_bytes", lambda: 3 << 20)
@@ -373,7 +373,7 @@ def test_timer_without_hooks_is_recorded_not_broken() -> None:
     dev = CachedDevice(clock, 0)
     timing, extra = time_case(Case("hadamard", "numpy", "float32", (4, 4), 1),
                               OddBackend(dev, Kernel(dev, 1)), Prepared(lambda: None, dict, {}),
-                              CONFIG, clock, TimingOptions(cold_cache=True))
+                              CONFIG, clock, TimingMode(cold_cache=True))
     assert "no before_call hook" in extra["cold_cache"]["skipped"] and timing.samples_s
 
 
@@ -521,7 +521,7 @@ def test_nvml_absent_is_harmless(gpu: tuple[FakeClock, CachedDevice, FakeTorch],
     backend = FakeCudaBackend(dev, Kernel(dev, 100_000))
     auto = run_case(CASE, backend, RunOptions(timing=CONFIG), clock)
     assert auto.status == "ok" and "nvml" not in auto.extra  # auto: silently off
-    asked = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=True)), clock)
+    asked = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingMode(nvml=True)), clock)
     assert asked.status == "ok"
     assert asked.extra["nvml"]["available"] is False
     assert "Driver Not Loaded" in asked.extra["nvml"]["reason"]
@@ -530,9 +530,9 @@ def test_nvml_absent_is_harmless(gpu: tuple[FakeClock, CachedDevice, FakeTorch],
         raise ImportError("No module named 'pynvml'")
 
     monkeypatch.setattr(env_nvml, "_pynvml", no_module)
-    m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=True)), clock)
+    m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingMode(nvml=True)), clock)
     assert m.extra["nvml"]["reason"] == "nvidia-ml-py (pynvml) is not installed"
-    off = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=False)), clock)
+    off = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingMode(nvml=False)), clock)
     assert "nvml" not in off.extra
 
 
@@ -540,11 +540,11 @@ def test_cli_flags_reach_the_options() -> None:
     from bench_suite.frontends import cli
 
     args = cli.create_parser().parse_args(["run", "--cuda-graphs", "--no-nvml"])
-    assert cli._gpu_options(args) == TimingOptions(cuda_graphs=True, nvml=False)
+    assert cli._gpu_options(args) == TimingMode(cuda_graphs=True, nvml=False)
     args = cli.create_parser().parse_args(["run", "--cold-cache"])
-    assert cli._gpu_options(args) == TimingOptions(cold_cache=True)
+    assert cli._gpu_options(args) == TimingMode(cold_cache=True)
     args = cli.create_parser().parse_args(["run"])
-    assert cli._gpu_options(args) == TimingOptions()
+    assert cli._gpu_options(args) == TimingMode()
 
 
 def test_cold_cache_with_cuda_graphs_is_refused_in_one_line(capsys: pytest.CaptureFixture[str],
@@ -553,7 +553,7 @@ def test_cold_cache_with_cuda_graphs_is_refused_in_one_line(capsys: pytest.Captu
     from bench_suite.frontends import cli
 
     with pytest.raises(UsageError, match="cannot be combined"):
-        TimingOptions(cold_cache=True, cuda_graphs=True)
+        TimingMode(cold_cache=True, cuda_graphs=True)
     code = cli.main(["run", "--cold-cache", "--cuda-graphs", "--backends", "numpy", "--ops", "hadamard",
                      "--sizes", "8", "--out", str(tmp_path / "r.json"), "--quiet"])
     err = capsys.readouterr().err
@@ -564,22 +564,22 @@ def test_cold_cache_with_cuda_graphs_is_refused_in_one_line(capsys: pytest.Captu
 
 # --- the real thing -----------------------------------------------------------------------
 
-REAL = TimingConfig(time_budget_s=0.2, min_samples=5)
+REAL = SamplingPlan(time_budget_s=0.2, min_samples=5)
 
 
 @pytest.mark.gpu
 def test_real_cold_cache_and_graphs() -> None:
     backend = get_backend("torch-cuda")
     case = Case("hadamard", "torch-cuda", "float32", (256, 256), None)
-    cold = run_case(case, backend, RunOptions(timing=REAL, gpu=TimingOptions(cold_cache=True)))
+    cold = run_case(case, backend, RunOptions(timing=REAL, gpu=TimingMode(cold_cache=True)))
     assert cold.status == "ok", cold.reason
     assert cold.extra["cold_cache"]["flush_bytes"] >= cold_cache.GPU_FLUSH_MIN_BYTES
-    graphed = run_case(case, backend, RunOptions(timing=REAL, gpu=TimingOptions(cuda_graphs=True)))
+    graphed = run_case(case, backend, RunOptions(timing=REAL, gpu=TimingMode(cuda_graphs=True)))
     assert graphed.status == "ok", graphed.reason
     assert graphed.extra["cuda_graph"]["calls_per_graph"] >= 1
     for mode in ("grad", "no_grad"):
         m = run_case(Case("matmul", "torch-cuda", "float32", (128, 128, 128), None, mode),
-                     backend, RunOptions(timing=REAL, gpu=TimingOptions(cuda_graphs=True)))
+                     backend, RunOptions(timing=REAL, gpu=TimingMode(cuda_graphs=True)))
         assert m.status == "ok", m.reason
 
 
@@ -587,7 +587,7 @@ def test_real_cold_cache_and_graphs() -> None:
 def test_real_nvml() -> None:
     pytest.importorskip("pynvml")
     m = run_case(Case("matmul", "torch-cuda", "float32", (512, 512, 512), None),
-                 get_backend("torch-cuda"), RunOptions(timing=REAL, gpu=TimingOptions(nvml=True)))
+                 get_backend("torch-cuda"), RunOptions(timing=REAL, gpu=TimingMode(nvml=True)))
     assert m.status == "ok", m.reason
     nv = m.extra["nvml"]
     assert nv["available"], nv
@@ -602,7 +602,7 @@ def test_real_graphs_of_backward_ops_replay_right(op: str) -> None:
     backend = get_backend("torch-cuda")
     shape = (256, 256, 256) if op == "matmul_backward" else (256, 256)
     m = run_case(Case(op, "torch-cuda", "float32", shape, None), backend,
-                 RunOptions(timing=REAL, gpu=TimingOptions(cuda_graphs=True)))
+                 RunOptions(timing=REAL, gpu=TimingMode(cuda_graphs=True)))
     assert m.status == "ok", m.reason
     assert m.extra["cuda_graph"]["replay_checked"] is True
     assert m.extra["cuda_graph"]["replay_rel_error"] <= ops.TOLERANCE["float32"]
@@ -613,7 +613,7 @@ def test_real_tiny_kernels_are_launch_bound_and_graphs_are_not() -> None:
     backend = get_backend("torch-cuda")
     case = Case("hadamard", "torch-cuda", "float32", (64, 64), None)
     plain = run_case(case, backend, RunOptions(timing=REAL))
-    graphed = run_case(case, backend, RunOptions(timing=REAL, gpu=TimingOptions(cuda_graphs=True)))
+    graphed = run_case(case, backend, RunOptions(timing=REAL, gpu=TimingMode(cuda_graphs=True)))
     assert plain.status == graphed.status == "ok", (plain.reason, graphed.reason)
     assert plain.extra["launch"]["launch_bound"] is True, plain.extra["launch"]
     assert graphed.extra["launch"]["launch_bound"] is False, graphed.extra["launch"]
@@ -644,19 +644,19 @@ def test_options_travel_to_workers_and_resumed_runs() -> None:
 
     from bench_suite.measure import worker
 
-    opts = TimingOptions(cold_cache=True, nvml=False, flush_bytes=1 << 20, warmup_gpu_s=0.05,
+    opts = TimingMode(cold_cache=True, nvml=False, flush_bytes=1 << 20, warmup_gpu_s=0.05,
                          nvml_interval_s=0.01)
-    assert TimingOptions.from_config(dataclasses.asdict(opts)) == opts
-    graphs = TimingOptions(cuda_graphs=True, warmup_gpu_s=0)
-    assert TimingOptions.from_config(dataclasses.asdict(graphs)) == graphs
-    assert TimingOptions.from_config({"cold_cache": "yes", "nvml": 3, "flush_bytes": -1,
-                                      "warmup_gpu_s": -1, "nvml_interval_s": True}) == TimingOptions()
-    assert TimingOptions.from_config(None) == TimingOptions()
+    assert TimingMode.from_config(dataclasses.asdict(opts)) == opts
+    graphs = TimingMode(cuda_graphs=True, warmup_gpu_s=0)
+    assert TimingMode.from_config(dataclasses.asdict(graphs)) == graphs
+    assert TimingMode.from_config({"cold_cache": "yes", "nvml": 3, "flush_bytes": -1,
+                                      "warmup_gpu_s": -1, "nvml_interval_s": True}) == TimingMode()
+    assert TimingMode.from_config(None) == TimingMode()
     case = Case("hadamard", "numpy", "float32", (16, 16), 1)
     doc = worker.measure_request({
         "protocol": worker.PROTOCOL, "case": case.to_dict(), "seed": 0,
-        "timing": dataclasses.asdict(TimingConfig(time_budget_s=0.05)),
-        "gpu": dataclasses.asdict(TimingOptions(cold_cache=True, flush_bytes=1 << 20)),
+        "timing": dataclasses.asdict(SamplingPlan(time_budget_s=0.05)),
+        "gpu": dataclasses.asdict(TimingMode(cold_cache=True, flush_bytes=1 << 20)),
     })
     assert doc["measurement"]["extra"]["cold_cache"]["flush_bytes"] == 1 << 20
 
@@ -701,7 +701,7 @@ def test_every_cuda_case_is_warmed_up_before_timing(gpu: tuple[FakeClock, Cached
     assert m.extra["nvml"]["sm_clock_mhz"]["min"] == 1980
     assert {s["phase"] for s in m.extra["nvml"]["samples"]} >= {"warmup", "timed"}
     off = run_case(CASE, FakeCudaBackend(dev, Kernel(dev, 100_000)),
-                   RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=False, warmup_gpu_s=0)), clock)
+                   RunOptions(timing=CONFIG, gpu=TimingMode(nvml=False, warmup_gpu_s=0)), clock)
     assert "skipped" in off.extra["warmup"]
 
 
@@ -713,13 +713,13 @@ def test_launch_bound_when_the_host_enqueue_covers_the_device_time(
         gpu: tuple[FakeClock, CachedDevice, FakeTorch], kernel_ns: int, bound: bool) -> None:
     clock, dev, _torch = gpu
     backend = FakeCudaBackend(dev, Kernel(dev, warm_ns=kernel_ns))  # behind 5 us launches
-    m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=False)), clock)
+    m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingMode(nvml=False)), clock)
     assert m.status == "ok", m.reason
     assert m.extra["launch"]["launch_bound"] is bound
     frame = to_frame([Run("r", "m", "", {}, {}, (m,))])
     assert frame["launch_bound"].tolist() == [bound]
     cpu = run_case(Case("hadamard", "numpy", "float32", (8, 8), 1), get_backend("numpy"),
-                   RunOptions(timing=TimingConfig(time_budget_s=0.02)))
+                   RunOptions(timing=SamplingPlan(time_budget_s=0.02)))
     assert "launch" not in cpu.extra
     assert to_frame([Run("r", "m", "", {}, {}, (cpu,))])["launch_bound"].isna().all()
 
@@ -727,7 +727,7 @@ def test_launch_bound_when_the_host_enqueue_covers_the_device_time(
 def test_launch_bound_is_not_judged_with_a_cold_cache(gpu: tuple[FakeClock, CachedDevice, FakeTorch]) -> None:
     clock, dev, _torch = gpu
     backend = FakeCudaBackend(dev, Kernel(dev, warm_ns=1_000))
-    m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(cold_cache=True, nvml=False)), clock)
+    m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingMode(cold_cache=True, nvml=False)), clock)
     assert m.status == "ok", m.reason
     assert m.extra["launch"]["launch_bound"] is None and "cold-cache" in m.extra["launch"]["reason"]
 
@@ -761,14 +761,14 @@ def test_options_buffers_that_cannot_fit_skip_the_case(gpu: tuple[FakeClock, Cac
             return 96 << 20  # a flush buffer of twice the 50 MiB L2 does not fit in 80% of this
 
     backend = Tight(dev, Kernel(dev, 10_000))
-    m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(cold_cache=True, nvml=False)), clock)
+    m = run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingMode(cold_cache=True, nvml=False)), clock)
     assert m.status == "skipped"
     assert m.reason == "needs 0.10 GiB, cuda:0 has 0.09 GiB free (beyond its buffers, for the L2 flush buffer)"
     assert torch.buffers == []  # skipped before the buffer was made
     need = gpu_options.option_device_bytes(Case("matmul_backward", "torch-cuda", "float32", (64, 32, 16)),
-                                           TimingOptions(cuda_graphs=True), l2_bytes=0)
+                                           TimingMode(cuda_graphs=True), l2_bytes=0)
     assert need == {"the CUDA graph pool": (64 * 32 + 32 * 16) * 4}  # dA and dB of one call
-    assert run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingOptions(nvml=False)), clock).status == "ok"
+    assert run_case(CASE, backend, RunOptions(timing=CONFIG, gpu=TimingMode(nvml=False)), clock).status == "ok"
 
 
 class _Proc:

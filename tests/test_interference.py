@@ -14,7 +14,7 @@ from bench_suite.backends import Prepared, get_backend
 from bench_suite.core import interference as itf
 from bench_suite.core.cases import Case, cpu_count
 from bench_suite.core.interference import Interference, is_contended
-from bench_suite.core.timing import MIN_RETAKES, HostTimer, TimingConfig, measure
+from bench_suite.core.timing import MIN_RETAKES, HostTimer, SamplingPlan, measure
 from bench_suite.env import system
 from bench_suite.env.system import MachineTicks, ThreadWait
 from bench_suite.measure.interference import Monitor
@@ -111,7 +111,7 @@ def test_a_load_is_undecided_until_the_window_outgrows_its_tick_uncertainty() ->
 
 def test_a_converged_case_samples_on_while_the_load_is_undecided() -> None:
     clock = FakeClock()
-    cfg = TimingConfig(min_samples=10, warmup_s=0, time_budget_s=1.0)
+    cfg = SamplingPlan(min_samples=10, warmup_s=0, time_budget_s=1.0)
     quick = measure(FakeWork(clock, 1e6), HostTimer(clock), cfg, clock, UndecidedFor(0))  # type: ignore[arg-type]
     mon = UndecidedFor(3)
     longer = measure(FakeWork(clock, 1e6), HostTimer(clock), cfg, clock, mon)  # type: ignore[arg-type]
@@ -173,7 +173,7 @@ class UndecidedFor(DisturbEvery):
 def test_disturbed_samples_are_retaken_and_not_kept() -> None:
     clock = FakeClock()
     mon = DisturbEvery(3)
-    t = measure(FakeWork(clock, 1e6), HostTimer(clock), TimingConfig(min_samples=20, warmup_s=0), clock,
+    t = measure(FakeWork(clock, 1e6), HostTimer(clock), SamplingPlan(min_samples=20, warmup_s=0), clock,
                 mon)  # type: ignore[arg-type]
     assert t.stop == "converged" and len(t.samples_s) == 20
     assert mon.retaken == 9 and t.interference.retaken == 9  # every third of the 29 blocks taken
@@ -182,7 +182,7 @@ def test_disturbed_samples_are_retaken_and_not_kept() -> None:
 def test_retakes_are_bounded_when_the_machine_stays_busy() -> None:
     clock = FakeClock()
     mon = DisturbEvery(1)  # every sample disturbed
-    cfg = TimingConfig(min_samples=10, time_budget_s=0.2, warmup_s=0)
+    cfg = SamplingPlan(min_samples=10, time_budget_s=0.2, warmup_s=0)
     t = measure(FakeWork(clock, 1e6), HostTimer(clock), cfg, clock, mon)  # type: ignore[arg-type]
     # at most max(MIN_RETAKES, kept) retakes: the case ends with its samples, flagged later
     assert mon.retaken <= max(MIN_RETAKES, len(t.samples_s))
@@ -207,7 +207,7 @@ def test_a_real_busy_neighbour_is_seen_and_the_case_flagged() -> None:
     try:
         time.sleep(0.3)  # let them take the cores
         case = Case("matmul", "numpy", "float32", (64, 64, 64), threads=1)
-        m = run_case(case, get_backend("numpy"), RunOptions(timing=TimingConfig(time_budget_s=0.4)))
+        m = run_case(case, get_backend("numpy"), RunOptions(timing=SamplingPlan(time_budget_s=0.4)))
     finally:
         for p in loops:
             p.kill()
@@ -237,6 +237,6 @@ def test_run_case_with_a_fake_clock_watches_nothing() -> None:
             return HostTimer(clock)
 
     case = Case("hadamard", "numpy", "float32", (16, 16), threads=1)
-    m = run_case(case, Backend(), RunOptions(timing=TimingConfig(time_budget_s=0.05, warmup_s=0)), clock)
+    m = run_case(case, Backend(), RunOptions(timing=SamplingPlan(time_budget_s=0.05, warmup_s=0)), clock)
     [r] = m.rounds
     assert m.status == "ok" and r.contention is None and not r.contended

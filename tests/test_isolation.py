@@ -17,7 +17,7 @@ import pytest
 from bench_suite import load_runs
 from bench_suite.backends import PLUGINS_ENV
 from bench_suite.core.cases import Case
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.frontends import cli
 from bench_suite.measure.isolation import IsolatedMeasure, _measurement_from, default_timeout_s, describe_exit
 from bench_suite.measure.runner import RunOptions, run_sweep
@@ -25,7 +25,7 @@ from bench_suite.store.results import Measurement
 from tests.faulty_backends import PID_FILE_ENV, PLUGIN, FaultyNumpy
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = RunOptions(timing=TimingConfig(time_budget_s=0.05, min_samples=5))
+FAST = RunOptions(timing=SamplingPlan(time_budget_s=0.05, min_samples=5))
 WORKER_ENV = {PLUGINS_ENV: PLUGIN, "PYTHONPATH": str(ROOT)}
 TIMEOUT_S = 3.0  # long enough for a worker to start and measure a tiny case on a busy box
 
@@ -125,8 +125,8 @@ def test_a_garbled_or_mismatched_worker_result_is_a_failure_not_a_crash() -> Non
 
 
 def test_default_timeout_grows_with_the_budget() -> None:
-    assert default_timeout_s(TimingConfig(time_budget_s=1.0)) == 40.0
-    assert IsolatedMeasure(RunOptions(timing=TimingConfig(time_budget_s=2.0))).timeout_s == 50.0
+    assert default_timeout_s(SamplingPlan(time_budget_s=1.0)) == 40.0
+    assert IsolatedMeasure(RunOptions(timing=SamplingPlan(time_budget_s=2.0))).timeout_s == 50.0
     with pytest.raises(Exception, match="timeout"):
         IsolatedMeasure(FAST, timeout_s=float("nan"))
 
@@ -160,10 +160,10 @@ def test_a_killed_run_leaves_no_worker_behind(tmp_path: Path) -> None:
 
 
 def test_the_worker_measures_with_the_runs_options() -> None:
-    from bench_suite.measure.gpu.options import TimingOptions
+    from bench_suite.measure.gpu.options import TimingMode
 
-    opts = RunOptions(seed=3, timing=TimingConfig(time_budget_s=0.05, min_samples=4),
-                      gpu=TimingOptions(cold_cache=True))
+    opts = RunOptions(seed=3, timing=SamplingPlan(time_budget_s=0.05, min_samples=4),
+                      gpu=TimingMode(cold_cache=True))
     m = IsolatedMeasure(opts, timeout_s=20, env=WORKER_ENV)(_case(16))
     assert m.status == "ok" and len(m.samples_s) >= 3
     assert "cold_cache" in m.extra  # the GPU timing options crossed over, as JSON

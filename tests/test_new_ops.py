@@ -20,16 +20,16 @@ from bench_suite.backends.torch_backend import TorchCudaBackend
 from bench_suite.core import cases, ops
 from bench_suite.core.cases import Case, Sweep, parse_case_id
 from bench_suite.core.errors import UsageError
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.env import collect as env
 from bench_suite.measure import phases
-from bench_suite.measure.gpu.options import TimingOptions, time_case
+from bench_suite.measure.gpu.options import TimingMode, time_case
 from bench_suite.measure.runner import RunOptions, run_case
 from bench_suite.store.results import Run, to_frame
 from tests.fake_torch_copies import FakeTorch
 from tests.fakes import FakeClock
 
-FAST = RunOptions(seed=3, timing=TimingConfig(time_budget_s=0.03, min_samples=3, warmup_s=0,
+FAST = RunOptions(seed=3, timing=SamplingPlan(time_budget_s=0.03, min_samples=3, warmup_s=0,
                                               min_block_s=1e-4))
 
 # --- case ids ------------------------------------------------------------------------------
@@ -366,9 +366,9 @@ def test_the_reset_runs_before_every_timed_call_outside_the_timed_region() -> No
 
     prepared = Prepared(call, lambda: {}, {}, reset=reset)
     backend = NumpyBackend()
-    config = TimingConfig(time_budget_s=0.05, min_samples=5, warmup_s=0, min_block_s=1e-5)
+    config = SamplingPlan(time_budget_s=0.05, min_samples=5, warmup_s=0, min_block_s=1e-5)
     timing, extra = time_case(Case("mlp_step", "numpy", "float32", (4, 4)), backend, prepared,
-                              config, clock, TimingOptions(nvml=False, cuda_graphs=True))
+                              config, clock, TimingMode(nvml=False, cuda_graphs=True))
     assert all(s == pytest.approx(1e-6) for s in timing.samples_s)
     assert log[:4] == ["reset", "call", "reset", "call"]
     assert log.count("reset") == log.count("call")
@@ -385,7 +385,7 @@ def test_phases_are_timed_on_their_own_with_their_setup_untimed() -> None:
                         phases={"forward": Phase(work(3_000)),
                                 "backward": Phase(work(5_000), work(80_000)),
                                 "update": Phase(work(2_000), work(90_000))})
-    config = TimingConfig(time_budget_s=0.03, min_samples=5, warmup_s=0, min_block_s=1e-5)
+    config = SamplingPlan(time_budget_s=0.03, min_samples=5, warmup_s=0, min_block_s=1e-5)
     out = phases.time_phases(prepared, NumpyBackend(), config, clock)
     assert list(out) == ["forward", "backward", "update"]
     for name, ns in (("forward", 3_000), ("backward", 5_000), ("update", 2_000)):
@@ -419,8 +419,8 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> FakeTorch:
 
 # The GPU warm-up runs until 0.2 s of (here: fake) GPU work by default: with a fake clock that
 # advances microseconds per real call of milliseconds, that is minutes of real time.
-CUDA_FAST = RunOptions(timing=TimingConfig(time_budget_s=0.01, min_samples=5, warmup_s=0.001),
-                       gpu=TimingOptions(nvml=False, warmup_gpu_s=0.001))
+CUDA_FAST = RunOptions(timing=SamplingPlan(time_budget_s=0.01, min_samples=5, warmup_s=0.001),
+                       gpu=TimingMode(nvml=False, warmup_gpu_s=0.001))
 
 
 @pytest.mark.parametrize("op", ["h2d", "d2h"])

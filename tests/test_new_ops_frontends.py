@@ -179,10 +179,10 @@ def test_pytest_benchmark_times_the_new_ops_with_the_same_ids(tmp_path: Path) ->
 def test_the_quick_preset_runs_its_new_cases_on_this_machine() -> None:
     """Every newer-op case of ``quick`` that a CPU machine runs is verified here (tiny sizes:
     the preset's own shapes are the lead's to time)."""
-    from bench_suite.core.timing import TimingConfig
+    from bench_suite.core.timing import SamplingPlan
     from bench_suite.measure.runner import RunOptions, run_case
 
-    fast = RunOptions(timing=TimingConfig(time_budget_s=0.02, min_samples=3, warmup_s=0))
+    fast = RunOptions(timing=SamplingPlan(time_budget_s=0.02, min_samples=3, warmup_s=0))
     quick = get_preset("quick").sweep.with_filters(sizes=(16,), backends=("numpy", "torch-cpu"))
     for case in quick.expand():
         if case.op in ("matmul", "hadamard", "matmul_backward", "hadamard_backward"):

@@ -13,10 +13,10 @@ from bench_suite.backends.base import Availability, Prepared
 from bench_suite.backends.numpy_backend import NumpyBackend
 from bench_suite.core import ops
 from bench_suite.core.cases import DTYPES, LINK_OPS, OPS, Case, fixed_grad_mode, op_family
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.measure.runner import RunOptions, run_case
 
-FAST = RunOptions(seed=3, timing=TimingConfig(time_budget_s=0.02, min_samples=3, warmup_s=0,
+FAST = RunOptions(seed=3, timing=SamplingPlan(time_budget_s=0.02, min_samples=3, warmup_s=0,
                                               min_block_s=1e-4))
 #: By op family; every dimension different, so a transposed or mixed-up index cannot pass.
 SHAPES = {"matmul": (24, 40, 16), "elementwise": (24, 16), "linear": (24, 40, 16),

@@ -15,12 +15,12 @@ from bench_suite.backends.numpy_backend import NumpyBackend
 from bench_suite.backends.torch_backend import TorchCpuBackend, TorchCudaBackend
 from bench_suite.core import ops
 from bench_suite.core.cases import Case
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.env import system
 from bench_suite.measure.runner import RunOptions, run_case
 
 MiB = 2**20
-FAST = RunOptions(timing=TimingConfig(time_budget_s=0.05, min_samples=5))
+FAST = RunOptions(timing=SamplingPlan(time_budget_s=0.05, min_samples=5))
 BIG = Case("matmul", "numpy", "float32", (4096, 4096, 4096), threads=1)  # 192 MiB of buffers
 
 

@@ -14,13 +14,13 @@ import pytest
 from bench_suite import load_runs
 from bench_suite.core.cases import Case
 from bench_suite.core.errors import OutputError, ResultsFileError, UsageError
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.frontends import cli
 from bench_suite.measure import resume
 from bench_suite.measure.runner import RunInterrupted, RunOptions, run_sweep
 from bench_suite.store.results import Measurement, RunWriter, journal_path, read_run_file
 
-FAST = RunOptions(seed=7, timing=TimingConfig(time_budget_s=0.02, min_samples=5))
+FAST = RunOptions(seed=7, timing=SamplingPlan(time_budget_s=0.02, min_samples=5))
 CASES = [Case("matmul", "numpy", "float32", (n, n, n), threads=1) for n in (8, 12, 16, 20)]
 
 
@@ -188,10 +188,10 @@ def test_a_fresh_run_never_replaces_an_existing_run(
 
 
 def test_gpu_timing_options_carry_over(tmp_path: Path) -> None:
-    from bench_suite.measure.gpu.options import TimingOptions
+    from bench_suite.measure.gpu.options import TimingMode
 
     path = tmp_path / "run.json"
-    opts = RunOptions(seed=7, timing=FAST.timing, gpu=TimingOptions(cold_cache=True, nvml=False))
+    opts = RunOptions(seed=7, timing=FAST.timing, gpu=TimingMode(cold_cache=True, nvml=False))
     with pytest.raises(RunInterrupted):
         run_sweep(CASES, path, opts, config={"gpu_options": dataclasses.asdict(opts.gpu)},
                   progress=_StopAfter(1))

@@ -13,7 +13,7 @@ from bench_suite import load_runs
 from bench_suite.backends import PLUGINS_ENV
 from bench_suite.core import stats
 from bench_suite.core.cases import Case
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.frontends import cli
 from bench_suite.measure.isolation import per_round_options, plan_rounds, worker_env
 from bench_suite.measure.resume import load_resumable
@@ -186,7 +186,7 @@ def test_an_interrupted_run_of_rounds_resumes_the_missing_rounds_only(tmp_path: 
 # --- real rounds in worker processes ------------------------------------------------------------
 
 
-FAST = RunOptions(timing=TimingConfig(time_budget_s=0.09, min_samples=3))
+FAST = RunOptions(timing=SamplingPlan(time_budget_s=0.09, min_samples=3))
 
 
 def test_rounds_run_in_fresh_processes_and_a_crash_fails_one_round_of_one_case(tmp_path: Path) -> None:
@@ -209,13 +209,13 @@ def test_rounds_run_in_fresh_processes_and_a_crash_fails_one_round_of_one_case(t
 
 
 def test_per_round_options_share_the_budget() -> None:
-    opts = per_round_options(RunOptions(timing=TimingConfig(time_budget_s=1.0)), 4)
+    opts = per_round_options(RunOptions(timing=SamplingPlan(time_budget_s=1.0)), 4)
     assert opts.timing.time_budget_s == 0.25
     # the minimum of samples is shared too, down to five a round; never raised
     assert opts.timing.min_samples == 5
-    assert per_round_options(RunOptions(timing=TimingConfig(min_samples=40)), 4).timing.min_samples == 10
-    assert per_round_options(RunOptions(timing=TimingConfig(min_samples=3)), 4).timing.min_samples == 3
-    assert per_round_options(RunOptions(timing=TimingConfig()), 1).timing.min_samples == 10
+    assert per_round_options(RunOptions(timing=SamplingPlan(min_samples=40)), 4).timing.min_samples == 10
+    assert per_round_options(RunOptions(timing=SamplingPlan(min_samples=3)), 4).timing.min_samples == 3
+    assert per_round_options(RunOptions(timing=SamplingPlan()), 1).timing.min_samples == 10
 
 
 def test_cli_run_with_rounds_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -7,7 +7,7 @@ from threadpoolctl import threadpool_info
 
 from bench_suite.backends import get_backend
 from bench_suite.core.cases import Case, cpu_count
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.measure.runner import RunOptions, run_case
 
 
@@ -46,13 +46,13 @@ def test_threads_are_restored_even_when_the_case_fails() -> None:
 
 
 def test_the_measurement_records_the_thread_count_in_force() -> None:
-    opts = RunOptions(timing=TimingConfig(time_budget_s=0.02, min_samples=3, warmup_s=0))
+    opts = RunOptions(timing=SamplingPlan(time_budget_s=0.02, min_samples=3, warmup_s=0))
     m = run_case(Case("matmul", "torch-cpu", "float32", (16, 16, 16), threads=1), get_backend("torch-cpu"), opts)
     assert m.status == "ok" and m.threads == 1
 
 
 def test_more_threads_than_cores_is_skipped_with_the_reason() -> None:
-    opts = RunOptions(timing=TimingConfig(time_budget_s=0.02))
+    opts = RunOptions(timing=SamplingPlan(time_budget_s=0.02))
     m = run_case(Case("matmul", "numpy", "float32", (16, 16, 16), threads=cpu_count() + 1),
                  get_backend("numpy"), opts)
     assert m.status == "skipped" and "cores" in m.reason

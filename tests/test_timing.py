@@ -6,7 +6,7 @@ import pytest
 
 from bench_suite.core import timing
 from bench_suite.core.errors import UsageError
-from bench_suite.core.timing import EventTimer, HostTimer, TimingConfig, measure
+from bench_suite.core.timing import EventTimer, HostTimer, SamplingPlan, measure
 from tests.fakes import FakeClock, FakeCudaDevice, FakeKernel, FakeWork
 
 
@@ -20,7 +20,7 @@ def test_host_timer_times_exactly_the_block() -> None:
 def test_noiseless_work_converges_at_min_samples_with_the_exact_time() -> None:
     clock = FakeClock()
     work = FakeWork(clock, 250_000)  # 250 µs per call
-    cfg = TimingConfig(min_samples=10, min_block_s=1e-3, warmup_s=0.0)
+    cfg = SamplingPlan(min_samples=10, min_block_s=1e-3, warmup_s=0.0)
     t = measure(work, HostTimer(clock), cfg, clock)
     assert t.stop == "converged"
     assert len(t.samples_s) == 10
@@ -33,7 +33,7 @@ def test_noiseless_work_converges_at_min_samples_with_the_exact_time() -> None:
 def test_calibration_grows_number_for_short_calls() -> None:
     clock = FakeClock()
     work = FakeWork(clock, 50)  # 50 ns: a no-op-like callable
-    t = measure(work, HostTimer(clock), TimingConfig(min_block_s=1e-3, warmup_s=0), clock)
+    t = measure(work, HostTimer(clock), SamplingPlan(min_block_s=1e-3, warmup_s=0), clock)
     assert t.number * 50e-9 >= 1e-3
     assert t.number < 1e-3 / 50e-9 * 12  # not wildly over
 
@@ -41,14 +41,14 @@ def test_calibration_grows_number_for_short_calls() -> None:
 def test_warmup_runs_for_at_least_warmup_s() -> None:
     clock = FakeClock()
     work = FakeWork(clock, 1e6)  # 1 ms
-    t = measure(work, HostTimer(clock), TimingConfig(warmup_s=0.05, min_block_s=1e-4), clock)
+    t = measure(work, HostTimer(clock), SamplingPlan(warmup_s=0.05, min_block_s=1e-4), clock)
     assert t.warmup_calls >= 50
 
 
 def test_noisy_work_stops_on_the_budget_and_says_so() -> None:
     clock = FakeClock()
     work = FakeWork(clock, 1e6, rel_noise=0.5, seed=1)  # very noisy: 1% is out of reach
-    cfg = TimingConfig(time_budget_s=0.2, target_rel_ci=0.001)
+    cfg = SamplingPlan(time_budget_s=0.2, target_rel_ci=0.001)
     t = measure(work, HostTimer(clock), cfg, clock)
     assert t.stop == "budget"
     assert not t.converged
@@ -59,7 +59,7 @@ def test_noisy_work_stops_on_the_budget_and_says_so() -> None:
 def test_moderate_noise_converges_with_the_median_within_target() -> None:
     clock = FakeClock()
     work = FakeWork(clock, 200_000, rel_noise=0.03, seed=2)
-    cfg = TimingConfig(target_rel_ci=0.01, time_budget_s=10)
+    cfg = SamplingPlan(target_rel_ci=0.01, time_budget_s=10)
     t = measure(work, HostTimer(clock), cfg, clock)
     assert t.stop == "converged"
     from bench_suite.core import stats
@@ -73,7 +73,7 @@ def test_moderate_noise_converges_with_the_median_within_target() -> None:
 def test_slow_op_still_gets_the_hard_minimum_of_samples() -> None:
     clock = FakeClock()
     work = FakeWork(clock, 2e9, rel_noise=0.1, seed=3)  # 2 s per call, budget 1 s
-    t = measure(work, HostTimer(clock), TimingConfig(time_budget_s=1.0), clock)
+    t = measure(work, HostTimer(clock), SamplingPlan(time_budget_s=1.0), clock)
     assert len(t.samples_s) == timing.MIN_SAMPLES_HARD
     assert t.number == 1
 
@@ -81,7 +81,7 @@ def test_slow_op_still_gets_the_hard_minimum_of_samples() -> None:
 def test_max_samples_stops_the_loop() -> None:
     clock = FakeClock()
     work = FakeWork(clock, 1e5, rel_noise=0.5, seed=4)
-    cfg = TimingConfig(max_samples=25, min_samples=5, target_rel_ci=1e-6, time_budget_s=100)
+    cfg = SamplingPlan(max_samples=25, min_samples=5, target_rel_ci=1e-6, time_budget_s=100)
     t = measure(work, HostTimer(clock), cfg, clock)
     assert t.stop == "max_samples"
     assert len(t.samples_s) == 25
@@ -125,7 +125,7 @@ def test_measure_on_fake_cuda_device_converges_on_kernel_time() -> None:
     clock = FakeClock()
     dev = FakeCudaDevice(clock, launch_ns=3_000)
     kernel = FakeKernel(dev, mean_ns=50_000, rel_noise=0.01, seed=5)
-    t = measure(kernel, EventTimer(dev), TimingConfig(time_budget_s=5), clock)
+    t = measure(kernel, EventTimer(dev), SamplingPlan(time_budget_s=5), clock)
     assert t.converged
     from bench_suite.core import stats
 
@@ -140,7 +140,7 @@ def test_measure_on_fake_cuda_device_converges_on_kernel_time() -> None:
 )
 def test_bad_timing_settings_are_user_errors(kwargs: dict[str, float]) -> None:
     with pytest.raises(UsageError):
-        TimingConfig(**kwargs)  # type: ignore[arg-type]
+        SamplingPlan(**kwargs)  # type: ignore[arg-type]
 
 
 def test_measure_restores_gc_state() -> None:
@@ -148,5 +148,5 @@ def test_measure_restores_gc_state() -> None:
 
     clock = FakeClock()
     assert gc.isenabled()
-    measure(FakeWork(clock, 1e6), HostTimer(clock), TimingConfig(), clock)
+    measure(FakeWork(clock, 1e6), HostTimer(clock), SamplingPlan(), clock)
     assert gc.isenabled()

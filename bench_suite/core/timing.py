@@ -179,7 +179,9 @@ class EventTimer:
 
 
 @dataclass(frozen=True)
-class TimingConfig:
+class SamplingPlan:
+    """How long a case is sampled and when sampling stops (the stopping rule)."""
+
     target_rel_ci: float = 0.01  # stop when the median is known to +-1% ...
     confidence: float = 0.95  # ... at this confidence
     min_samples: int = 10
@@ -233,7 +235,7 @@ Gate = Callable[[], "bool | None"]
 def measure(
     fn: Callable[[], object],
     timer: BlockTimer,
-    config: TimingConfig = TimingConfig(),
+    config: SamplingPlan = SamplingPlan(),
     clock: Clock = time.perf_counter_ns,
     monitor: SampleMonitor | None = None,
     gate: Gate | None = None,
@@ -255,7 +257,7 @@ def measure(
             gc.enable()
 
 
-def _measure(fn: Callable[[], object], timer: BlockTimer, config: TimingConfig, clock: Clock,
+def _measure(fn: Callable[[], object], timer: BlockTimer, config: SamplingPlan, clock: Clock,
              monitor: SampleMonitor | None, gate: Gate | None = None) -> Timing:
     t_start = clock()
     budget_ns = config.time_budget_s * 1e9

@@ -50,7 +50,7 @@ from bench_suite.core.cases import (
     variant_axis,
 )
 from bench_suite.core.errors import UsageError
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.measure import harness
 
 PRESET_ENV = "BENCH_SUITE_ASV_PRESET"
@@ -230,7 +230,7 @@ class _CaseBenchmark:
         self._call()
 
     def _median_s(self) -> float:
-        config = TimingConfig(time_budget_s=track_budget(), target_rel_ci=0.02, min_samples=5,
+        config = SamplingPlan(time_budget_s=track_budget(), target_rel_ci=0.02, min_samples=5,
                               warmup_s=0.01)
         return stats.summarize(self._ready_case().measure(config).samples_s).median
 

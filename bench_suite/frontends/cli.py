@@ -344,7 +344,7 @@ def _backends(text: str | None, preset: cases_mod.Preset, rank: Any) -> tuple[st
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench_suite.core.timing import TimingConfig
+    from bench_suite.core.timing import SamplingPlan
     from bench_suite.env import collect as env_mod
     from bench_suite.measure import launch, runner
 
@@ -361,7 +361,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         return _resume(args)
     preset, cases = sweep_from_args(args)
-    timing = TimingConfig(
+    timing = SamplingPlan(
         target_rel_ci=args.target,
         min_samples=args.min_samples,
         time_budget_s=args.time_budget or preset.time_budget_s,
@@ -390,10 +390,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_options(args: argparse.Namespace, preset: cases_mod.Preset) -> Any:
-    from bench_suite.core.timing import TimingConfig
+    from bench_suite.core.timing import SamplingPlan
     from bench_suite.measure import runner
 
-    timing = TimingConfig(target_rel_ci=args.target, min_samples=args.min_samples,
+    timing = SamplingPlan(target_rel_ci=args.target, min_samples=args.min_samples,
                           time_budget_s=args.time_budget or preset.time_budget_s)
     return runner.RunOptions(seed=args.seed, timing=timing, gpu=_gpu_options(args))
 
@@ -635,7 +635,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_ab(args: argparse.Namespace) -> int:
     from bench_suite.analysis import compare
-    from bench_suite.core.timing import TimingConfig
+    from bench_suite.core.timing import SamplingPlan
     from bench_suite.env import collect as env_mod
     from bench_suite.measure import ab, runner
 
@@ -644,7 +644,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     if args.rounds < 2:
         raise UsageError("ab needs --rounds 2 or more (the rounds are what it compares)")
     preset, cases = sweep_from_args(args)
-    timing = TimingConfig(target_rel_ci=args.target, min_samples=args.min_samples,
+    timing = SamplingPlan(target_rel_ci=args.target, min_samples=args.min_samples,
                           time_budget_s=args.time_budget or preset.time_budget_s)
     machine = env_mod.machine_name(args.machine)
     folder = Path(args.out) if args.out else Path("results") / machine / f"ab-{runner.new_run_id()}"
@@ -664,7 +664,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from bench_suite.analysis.noise import summarize_profile
-    from bench_suite.core.timing import TimingConfig
+    from bench_suite.core.timing import SamplingPlan
     from bench_suite.env import collect as env_mod
     from bench_suite.measure import ab, runner
     from bench_suite.store.noise import NOISE_FILENAME
@@ -672,7 +672,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.rounds < 3:
         raise UsageError("calibrate needs --rounds 3 or more")
     preset, cases = sweep_from_args(args)
-    timing = TimingConfig(time_budget_s=args.time_budget or preset.time_budget_s)
+    timing = SamplingPlan(time_budget_s=args.time_budget or preset.time_budget_s)
     machine = env_mod.machine_name(args.machine)
     out = Path(args.out) if args.out else Path("results") / machine / NOISE_FILENAME
     progress = None if args.quiet else _RichProgress()
@@ -721,9 +721,9 @@ def _print_comparison(result: Any, args: argparse.Namespace) -> int:
 
 
 def _gpu_options(args: argparse.Namespace) -> Any:
-    from bench_suite.measure.gpu.options import TimingOptions
+    from bench_suite.measure.gpu.options import TimingMode
 
-    return TimingOptions(cold_cache=args.cold_cache, cuda_graphs=args.cuda_graphs, nvml=args.nvml)
+    return TimingMode(cold_cache=args.cold_cache, cuda_graphs=args.cuda_graphs, nvml=args.nvml)
 
 
 def cmd_peaks(args: argparse.Namespace) -> int:

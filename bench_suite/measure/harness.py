@@ -23,7 +23,7 @@ from typing import Any
 from bench_suite.backends import Backend, Prepared, get_backend
 from bench_suite.core import ops
 from bench_suite.core.cases import Case, is_cuda_backend
-from bench_suite.core.timing import Clock, Timing, TimingConfig, measure
+from bench_suite.core.timing import Clock, SamplingPlan, Timing, measure
 from bench_suite.env.system import settle
 from bench_suite.measure.phases import with_reset
 
@@ -111,7 +111,7 @@ class ReadyCase:
             with_reset(timer, self.prepared.reset)
         return timer
 
-    def measure(self, config: TimingConfig, clock: Clock = time.perf_counter_ns) -> Timing:
+    def measure(self, config: SamplingPlan, clock: Clock = time.perf_counter_ns) -> Timing:
         """Time the call with the suite's own loop (warm-up, calibration, stopping rule)."""
         return measure(self.prepared.call, self.timer(clock), config, clock)
 

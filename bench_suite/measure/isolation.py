@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from bench_suite.core.cases import Case
 from bench_suite.core.errors import BenchSuiteError, UsageError
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.env.system import process_cpu_ns
 from bench_suite.measure.runner import Rounds, RunOptions, now_iso
 from bench_suite.measure.worker import PROTOCOL
@@ -59,7 +59,7 @@ _NOISE = ("Fatal Python error", "Current thread", "Thread 0x", "Extension module
           "Stack (most recent", "Traceback (most recent", "<no Python frame>")
 
 
-def default_timeout_s(timing: TimingConfig) -> float:
+def default_timeout_s(timing: SamplingPlan) -> float:
     return TIMEOUT_BASE_S + TIMEOUT_PER_BUDGET * timing.time_budget_s
 
 

@@ -27,10 +27,10 @@ from bench_suite.analysis import roofline
 from bench_suite.analysis.catalogue import datasheet_peaks
 from bench_suite.backends import Backend, get_backend
 from bench_suite.core.cases import Case, cpu_count, is_cuda_backend
-from bench_suite.core.timing import Clock, TimingConfig, measure
+from bench_suite.core.timing import Clock, SamplingPlan, measure
 from bench_suite.env import collect as env_mod
 from bench_suite.env import system
-from bench_suite.measure.gpu.options import TimingOptions
+from bench_suite.measure.gpu.options import TimingMode
 from bench_suite.measure.runner import RunOptions, now_iso, run_case
 from bench_suite.store.peaks import PEAKS_FILENAME, Peak, PeakSet
 
@@ -57,9 +57,9 @@ class PeaksConfig:
     copy_bytes: int | None = None  # None: CPU_COPY_BYTES or GPU_COPY_BYTES
     seed: int = 0
 
-    def timing(self) -> TimingConfig:
+    def timing(self) -> SamplingPlan:
         # A peak is a best figure: a 2% interval on the median and a few samples suffice.
-        return TimingConfig(target_rel_ci=0.02, min_samples=5, time_budget_s=self.time_budget_s)
+        return SamplingPlan(target_rel_ci=0.02, min_samples=5, time_budget_s=self.time_budget_s)
 
 
 def default_backends() -> tuple[str, ...]:
@@ -147,7 +147,7 @@ def _matmul_peak(backend: Backend, name: str, dtype: str, sizes: Sequence[int],
                  threads: int | None, config: PeaksConfig, clock: Clock,
                  progress: Progress) -> tuple[dict[str, Any] | None, str]:
     options = RunOptions(seed=config.seed, timing=config.timing(),
-                         gpu=TimingOptions(nvml=False))
+                         gpu=TimingMode(nvml=False))
     best: dict[str, Any] | None = None
     per_size: dict[str, float | None] = {}
     reasons: list[str] = []

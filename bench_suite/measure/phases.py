@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench_suite.backends.base import Backend, Prepared
-from bench_suite.core.timing import Clock, EventTimer, HostTimer, TimingConfig, measure
+from bench_suite.core.timing import Clock, EventTimer, HostTimer, SamplingPlan, measure
 
 #: The phases of a training step, in order (the report's columns).
 STEP_PHASES: tuple[str, ...] = ("forward", "backward", "update")
@@ -51,7 +51,7 @@ def with_reset(timer: Any, reset: Callable[[], None]) -> bool:
     return True
 
 
-def time_phases(prepared: Prepared, backend: Backend, config: TimingConfig,
+def time_phases(prepared: Prepared, backend: Backend, config: SamplingPlan,
                 clock: Clock) -> dict[str, Any]:
     """Each phase of ``prepared`` timed on its own: ``{name: {"samples_s", "number", "stop"}}``,
     or ``{name: {"skipped": why}}``; empty when the case has no phases.

@@ -27,9 +27,9 @@ from typing import Any
 from bench_suite.backends import Backend, get_backend
 from bench_suite.core.cases import Case, parse_case_id
 from bench_suite.core.errors import BenchSuiteError, ResultsFileError, UsageError
-from bench_suite.core.timing import TimingConfig
+from bench_suite.core.timing import SamplingPlan
 from bench_suite.env import collect as env_mod
-from bench_suite.measure.gpu.options import TimingOptions
+from bench_suite.measure.gpu.options import TimingMode
 from bench_suite.measure.runner import MeasureCase, Progress, Rounds, RunOptions, done_rounds, finish_sweep, now_iso
 from bench_suite.store.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter, journal_path, read_run_file
 
@@ -166,7 +166,7 @@ def _saved_options(config: Mapping[str, Any], given: Path) -> RunOptions:
         raise ResultsFileError(f"{given}: config.seed: expected a seed 0..2**63-1, got {seed!r:.40}")
     if not isinstance(timing, dict):
         raise ResultsFileError(f"{given}: config.timing: expected an object")
-    defaults = asdict(TimingConfig())
+    defaults = asdict(SamplingPlan())
     kwargs: dict[str, Any] = {}
     for key, value in timing.items():
         if key not in defaults:
@@ -178,8 +178,8 @@ def _saved_options(config: Mapping[str, Any], given: Path) -> RunOptions:
             raise ResultsFileError(f"{given}: config.timing.{key}: expected {what}, got {value!r:.40}")
         kwargs[key] = int(value) if wants_int else float(value)
     try:
-        return RunOptions(seed=seed, timing=TimingConfig(**kwargs),
-                          gpu=TimingOptions.from_config(config.get("gpu_options")))
+        return RunOptions(seed=seed, timing=SamplingPlan(**kwargs),
+                          gpu=TimingMode.from_config(config.get("gpu_options")))
     except (UsageError, TypeError, OverflowError) as exc:
         raise ResultsFileError(f"{given}: config.timing: {exc}") from None
 

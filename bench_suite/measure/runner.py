@@ -23,10 +23,10 @@ from bench_suite.core import ops
 from bench_suite.core.cases import Case, cpu_count, is_cuda_backend
 from bench_suite.core.errors import OutputError, UsageError
 from bench_suite.core.interference import is_contended
-from bench_suite.core.timing import Clock, Gate, TimingConfig
+from bench_suite.core.timing import Clock, Gate, SamplingPlan
 from bench_suite.env import collect as env_mod
 from bench_suite.measure import harness
-from bench_suite.measure.gpu.options import TimingOptions, time_case
+from bench_suite.measure.gpu.options import TimingMode, time_case
 from bench_suite.measure.interference import Monitor
 from bench_suite.measure.phases import time_phases
 from bench_suite.store.results import JOURNAL_SUFFIX, Measurement, Round, Run, RunWriter
@@ -80,10 +80,13 @@ class _Silent:
 
 @dataclass(frozen=True)
 class RunOptions:
+    """Everything one case's measurement depends on besides the case: the input seed, the
+    sampling plan and the timing mode. Saved with a run, sent to workers."""
+
     seed: int = 0
-    timing: TimingConfig = field(default_factory=TimingConfig)
+    timing: SamplingPlan = field(default_factory=SamplingPlan)
     #: cold cache, CUDA graphs, NVML sampling (``measure.gpu``); all off but NVML-where-present
-    gpu: TimingOptions = field(default_factory=TimingOptions)
+    gpu: TimingMode = field(default_factory=TimingMode)
 
 
 def run_case(

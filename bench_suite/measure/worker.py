@@ -78,16 +78,16 @@ def measure_request(request: Any, gate: Any = None) -> dict[str, Any]:
     ``gate``: the turn-taking of a lockstep request (``timing.Gate``)."""
     from bench_suite.backends import get_backend
     from bench_suite.core.cases import Case
-    from bench_suite.core.timing import TimingConfig
+    from bench_suite.core.timing import SamplingPlan
     from bench_suite.measure import interference
-    from bench_suite.measure.gpu.options import TimingOptions
+    from bench_suite.measure.gpu.options import TimingMode
     from bench_suite.measure.runner import RunOptions, run_case
 
     if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
         raise ValueError(f"not a worker request of protocol {PROTOCOL}")
     case = Case.from_dict(request["case"])
-    options = RunOptions(seed=int(request["seed"]), timing=TimingConfig(**request["timing"]),
-                         gpu=TimingOptions.from_config(request.get("gpu")))
+    options = RunOptions(seed=int(request["seed"]), timing=SamplingPlan(**request["timing"]),
+                         gpu=TimingMode.from_config(request.get("gpu")))
     siblings = request.get("siblings")
     if isinstance(siblings, list):
         interference.SIBLING_PIDS.update(p for p in siblings if isinstance(p, int))

@@ -16,7 +16,7 @@ from typing import Any
 from bench_suite.backends.base import Prepared
 from bench_suite.core import ops
 from bench_suite.core.cases import Case
-from bench_suite.core.timing import Timing, TimingConfig
+from bench_suite.core.timing import SamplingPlan, Timing
 from bench_suite.measure import gpu, harness
 
 #: Calls captured in one CUDA graph at most (the graph lasts about ``min_block_s`` otherwise).
@@ -123,7 +123,7 @@ def check_replay(case: Case, prepared: Prepared, graph: Any, result: object,
     return {"replay_checked": True, "replay_rel_error": err}
 
 
-def graph_calls(per_call_s: float, config: TimingConfig, out_bytes: int,
+def graph_calls(per_call_s: float, config: SamplingPlan, out_bytes: int,
                 free_bytes: int | None) -> int:
     """Calls per graph: enough for a replay to last ``min_block_s``, at most
     ``MAX_GRAPH_CALLS``, and few enough that outputs allocated per call (grad mode) fit in a

@@ -36,7 +36,7 @@ from bench_suite.backends.base import Backend, Prepared, memory_check
 from bench_suite.core import stats
 from bench_suite.core.cases import Case, cuda_index, is_cuda_backend
 from bench_suite.core.errors import UsageError
-from bench_suite.core.timing import Clock, EventTimer, Gate, HostTimer, Timing, TimingConfig, measure
+from bench_suite.core.timing import Clock, EventTimer, Gate, HostTimer, SamplingPlan, Timing, measure
 from bench_suite.env.nvml import NVML_INTERVAL_S, NvmlSampler, nvml_session
 from bench_suite.measure import harness
 from bench_suite.measure.gpu.cold_cache import GPU_FLUSH_MIN_BYTES, cpu_flusher, cuda_flusher, cuda_l2_bytes
@@ -132,7 +132,10 @@ def launch_check(timer: EventTimer, timing: Timing, calls_per_block_call: int = 
 
 
 @dataclasses.dataclass(frozen=True)
-class TimingOptions:
+class TimingMode:
+    """How each call is timed: on a cold cache, replayed from a CUDA graph, with NVML
+    telemetry beside it (``SamplingPlan`` says how long; ``RunOptions`` holds both)."""
+
     cold_cache: bool = False
     cuda_graphs: bool = False
     nvml: bool | None = None  # None: on for CUDA cases where NVML works, silently off elsewhere
@@ -152,7 +155,7 @@ class TimingOptions:
             raise UsageError(f"NVML interval of {self.nvml_interval_s!r} s is out of range")
 
     @classmethod
-    def from_config(cls, data: Any) -> TimingOptions:
+    def from_config(cls, data: Any) -> TimingMode:
         """Options saved with ``dataclasses.asdict`` (a run's ``config["gpu_options"]``, a
         worker request); anything missing or malformed keeps its default."""
         if not isinstance(data, dict):
@@ -173,7 +176,7 @@ class TimingOptions:
         return cls(**kw)
 
 
-def option_device_bytes(case: Case, options: TimingOptions, l2_bytes: int) -> dict[str, int]:
+def option_device_bytes(case: Case, options: TimingMode, l2_bytes: int) -> dict[str, int]:
     """Device bytes the options add to a CUDA case, by what holds them: the L2 flush buffer,
     and the graph pool's first call (``graph_calls`` keeps the rest within a quarter of the
     free memory)."""
@@ -186,7 +189,7 @@ def option_device_bytes(case: Case, options: TimingOptions, l2_bytes: int) -> di
     return out
 
 
-def _check_option_memory(case: Case, backend: Backend, options: TimingOptions) -> None:
+def _check_option_memory(case: Case, backend: Backend, options: TimingMode) -> None:
     """Skip (``harness.Unavailable``) a CUDA case whose options' buffers would not fit in
     what its inputs and outputs left free."""
     if not (options.cold_cache or options.cuda_graphs):
@@ -198,8 +201,8 @@ def _check_option_memory(case: Case, backend: Backend, options: TimingOptions) -
         raise harness.Unavailable(f"{avail.reason} (beyond its buffers, for {' and '.join(need)})")
 
 
-def time_case(case: Case, backend: Backend, prepared: Prepared, config: TimingConfig,
-              clock: Clock, options: TimingOptions = TimingOptions(),
+def time_case(case: Case, backend: Backend, prepared: Prepared, config: SamplingPlan,
+              clock: Clock, options: TimingMode = TimingMode(),
               monitor: Monitor | None = None, gate: Gate | None = None) -> tuple[Timing, dict[str, Any]]:
     """Time ``prepared.call`` with the options; returns the timing and what goes into
     ``Measurement.extra``. CUDA cases are warmed up first and checked for being launch-bound.
@@ -276,7 +279,7 @@ def time_case(case: Case, backend: Backend, prepared: Prepared, config: TimingCo
 
 
 def _graph_calls_for(case: Case, backend: Backend, fn: Callable[[], object], timer: Any,
-                     config: TimingConfig) -> int:
+                     config: SamplingPlan) -> int:
     # A short estimate of one call, outside any graph, sizes the graph.
     timer.time_block(fn, 3)
     per_call = timer.time_block(fn, 10) / 10
