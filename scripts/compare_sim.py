@@ -18,8 +18,9 @@ shared machine (all on the log scale):
 
 Two designs: ``ab`` (the rounds of both sides interleaved case by case, as `bench-suite ab`),
 and ``separate`` (two invocations minutes apart: every base round, then every candidate round,
-plus a shift between the invocations). Candidate methods, each with Holm's correction over the
-16 cases at alpha 0.01 and the 5% threshold, as `compare` applies them:
+plus a shift between the invocations). Candidate methods, each with compare's default correction
+over the 16 cases (Benjamini-Hochberg at alpha 0.05) and the 5% threshold, as `compare` applies
+them:
 
 * ``samples-mwu``: Mann-Whitney U on the pooled raw samples (the old rule);
 * ``hier-boot``: hierarchical bootstrap (rounds, then samples within them) of the ratio of
@@ -204,7 +205,7 @@ def verdicts(method: str, base: Run, cand: Run, rng: np.random.Generator) -> lis
         return [pairs[c.id] for c in CASES]
     ratios, ps = zip(*(METHODS[method](b, c, rng) for b, c in
                        zip(base.measurements, cand.measurements, strict=True)), strict=True)
-    adj = cmp.holm(list(ps))
+    adj = {"bh": cmp.benjamini_hochberg, "holm": cmp.holm}.get(OPTIONS.correction, list)(list(ps))
     return ["slower" if p < OPTIONS.alpha and r >= OPTIONS.upper else
             ("faster" if p < OPTIONS.alpha and r <= OPTIONS.lower else "other")
             for r, p in zip(ratios, adj, strict=True)]
