@@ -207,7 +207,7 @@ class Measurement:
         """Within one round: the samples. Over several: the rounds' medians, so that the
         median's interval (the "±") is the spread between rounds, not within a process."""
         if len(self.usable_rounds) >= 2:
-            return stats.summarize(self.round_medians)
+            return stats.summarize_rounds(self.round_medians)
         if self.samples_s or self.given_summary is None:
             return stats.summarize(self.usable_rounds[0].samples_s if self.usable_rounds else ())
         return self.given_summary
