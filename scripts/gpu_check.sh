@@ -6,7 +6,7 @@
 #
 # STEP BUDGET (typical on one H200 / timeout; steps get at most what is left of TOTAL_S,
 # default 540 s, less RESERVE_S; the summary always runs, within 30 s; so the whole script ends
-# within about TOTAL_S + 45 s: give the device tool timeout_s=600. Typical total about 4.5 min):
+# within about TOTAL_S + 45 s: give the device tool timeout_s=600. Typical total about 5.3 min):
 #   step            typical  timeout  what                                          files (under $WORK/<gpu>/)
 #   preflight          10 s     60 s  torch sees CUDA? device facts, commit          $OUT/facts.json
 #   clocks             15 s     60 s  NVML every 20 ms: 3 s idle, 2 s bf16 n=8192;   validate.json "clocks"
@@ -18,10 +18,14 @@
 #                                     profiler kernel time
 #   graphs             35 s    120 s  backward ops --cuda-graphs --isolate           run-graphs.json
 #   peaks              30 s    120 s  bench-suite peaks --backends torch-cuda        peaks.json
-#   sweep-matmul       45 s    150 s  matmul(+_backward) f32,tf32,bf16,f16 n<=8192   run-gpu-matmul.json
+#   sweep-matmul       40 s    150 s  matmul(+_backward) f32,tf32,bf16,f16 n=1024..   run-gpu-matmul.json
 #   sweep-hadamard     30 s     90 s  hadamard(+_backward) f32,bf16,f16 n<=4096,     run-gpu-hadamard.json
 #                                     2 rounds (fresh processes); the others 1 round
 #   cpu                25 s     90 s  numpy, torch-cpu: threads=all, f32, n=1024,4096 run-cpu.json
+#   newops             30 s     90 s  linear(+_backward), mlp_step, bmm, h2d, d2h,     run-gpu-newops.json
+#                                     create (quick sizes) on the card and numpy
+#   doctor             20 s     60 s  bench-suite doctor: the card against healthy     doctor.json
+#                                     H200s (clocks, power, PCIe, ECC, others)
 #   report             10 s     90 s  bench-suite report of the runs                 report/
 #   summary             3 s     30 s  the short table, printed LAST                  $OUT/summary.txt
 #
@@ -150,13 +154,17 @@ main() {
   run_step peaks 120 "$PY" -m bench_suite peaks --backends torch-cuda --sizes 4096,8192 \
     --dtypes float64,float32,tf32,float16,bfloat16 --machine "$gpu" --out "$DIR/peaks.json"
   run_step sweep-matmul 150 "${RUN[@]}" --rounds 1 --time-budget 0.3 --backends torch-cuda --ops matmul,matmul_backward \
-    --dtypes float32,tf32,bfloat16,float16 --sizes 256,1024,4096,8192 --grad-modes no_grad \
+    --dtypes float32,tf32,bfloat16,float16 --sizes 1024,4096,8192 --grad-modes no_grad \
     --out "$DIR/run-gpu-matmul.json"
   run_step sweep-hadamard 90 "${RUN[@]}" --rounds 2 --time-budget 0.4 --backends torch-cuda \
     --ops hadamard,hadamard_backward --dtypes float32,bfloat16,float16 --sizes 256,1024,4096 \
     --out "$DIR/run-gpu-hadamard.json"
   run_step cpu 90 "${RUN[@]}" --rounds 1 --time-budget 0.5 --backends numpy,torch-cpu --dtypes float32 \
     --sizes 1024,4096 --threads all --grad-modes no_grad --out "$DIR/run-cpu.json"
+  run_step newops 90 "${RUN[@]}" --preset quick --rounds 1 --time-budget 0.2 --backends torch-cuda,numpy \
+    --ops linear,linear_backward,mlp_step,bmm,h2d,d2h,create --threads all --out "$DIR/run-gpu-newops.json"
+  run_step doctor 60 bash -c "$PY -m bench_suite doctor --backends torch-cuda --json > '$DIR/doctor.json'; \
+    rc=\$?; head -c 2000 '$DIR/doctor.json'; exit \$(( rc == 1 ? 0 : rc ))"
   run_step report 90 bash -c "$PY -m bench_suite report '$DIR'/run-* -o '$DIR/report'"
 
   # summary: always, last; what the device tool's reply shows
