@@ -105,7 +105,7 @@ def test_steps_time_out_alone_and_everything_comes_back(tmp_path: Path) -> None:
     assert p.returncode == 1, p.stdout + p.stderr  # one step timed out, the others ran
     steps = {r["name"]: r for r in gv.read_steps(work / "steps.tsv")}
     assert list(steps) == ["preflight", "clocks", "tests", "compare", "tiny", "graphs", "peaks",
-                           "sweep-matmul", "sweep-hadamard", "cpu", "report", "summary"]
+                           "sweep-matmul", "sweep-hadamard", "cpu", "newops", "doctor", "report", "summary"]
     assert steps["tiny"]["status"] == "timeout" and steps["tiny"]["limit_s"] == "2"
     assert all(r["status"] == "ok" for name, r in steps.items() if name != "tiny")
     # what the device tool brings back: few files, at most two folders deep, plain names
@@ -132,7 +132,7 @@ def test_the_step_budget_is_written_at_the_top() -> None:
     head = SCRIPT.read_text().split("set -uo pipefail")[0]
     assert "STEP BUDGET" in head
     for step in ("preflight", "clocks", "tests", "compare", "tiny", "graphs", "peaks", "sweep-matmul",
-                 "sweep-hadamard", "cpu", "report", "summary"):
+                 "sweep-hadamard", "cpu", "newops", "doctor", "report", "summary"):
         assert f"#   {step} " in head
 
 
@@ -235,7 +235,7 @@ def test_steps_past_the_deadline_are_skipped_and_the_summary_still_runs(tmp_path
     assert p.returncode == 1, p.stdout + p.stderr
     steps = {r["name"]: r["status"] for r in gv.read_steps(work / "steps.tsv")}
     assert steps["tiny"] == "timeout"  # hangs until its cap, leaving less than 10 s
-    after = ["graphs", "peaks", "sweep-matmul", "sweep-hadamard", "cpu", "report"]
+    after = ["graphs", "peaks", "sweep-matmul", "sweep-hadamard", "cpu", "newops", "doctor", "report"]
     assert [steps[s] for s in after] == ["skipped"] * len(after)
     assert steps["summary"] == "ok" and "== gpu_check summary" in p.stdout
 
