@@ -116,7 +116,8 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=_positive_float, help="seconds per case (default: the preset's)")
     p.add_argument("--target", type=_positive_float, default=0.01,
                    help="stop sampling when the median is known to +-this fraction (default 0.01)")
-    p.add_argument("--min-samples", type=int, default=10, help="samples at least, per round (default 10)")
+    p.add_argument("--min-samples", type=int, default=10,
+                   help="samples at least, over all rounds, and at least 5 a round (default 10)")
     p.add_argument("--rounds", type=_rounds, metavar="R",
                    help="measure the sweep R times, each round in a fresh process, cases in a seeded "
                    "random order; the time budget is shared between the rounds and the ± is the "
@@ -158,7 +159,7 @@ def create_parser() -> argparse.ArgumentParser:
     g.add_argument("--nvml", action=argparse.BooleanOptionalAction, default=None,
                    help="sample GPU clocks, temperature, power and throttle reasons around each "
                    "CUDA case (default: on where nvidia-ml-py and a driver are present)")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, defaults_of=p.get_default)  # --resume: which options were given
 
     p = sub.add_parser("list", help="list the cases a sweep would run, with skip reasons")
     _add_sweep_args(p)
@@ -223,7 +224,8 @@ def create_parser() -> argparse.ArgumentParser:
                    help="seconds per case and side, shared by the rounds (default: the preset's)")
     p.add_argument("--target", type=_positive_float, default=0.01,
                    help="per round: stop sampling when the median is known to +-this fraction")
-    p.add_argument("--min-samples", type=int, default=10, help="samples at least, per round (default 10)")
+    p.add_argument("--min-samples", type=int, default=10,
+                   help="samples at least, over all rounds, and at least 5 a round (default 10)")
     p.add_argument("--case-timeout", type=_positive_float, metavar="SECONDS",
                    help="kill a case's worker after this long (default 30 + 10 x the round's budget)")
     p.add_argument("--machine", help="machine name to file results under (default: host name)")
@@ -528,8 +530,7 @@ def _resume(args: argparse.Namespace) -> int:
     from bench_suite.measure import resume
     from bench_suite.measure.isolation import IsolatedMeasure
 
-    defaults = vars(create_parser().parse_args(["run"]))
-    given = [k for k in _SAVED_WITH_THE_RUN if getattr(args, k) != defaults[k]]
+    given = [k for k in _SAVED_WITH_THE_RUN if getattr(args, k) != args.defaults_of(k)]
     if given:
         raise UsageError(f"--resume continues the run with its saved sweep and settings; "
                          f"drop --{given[0].replace('_', '-')}")
