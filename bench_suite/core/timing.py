@@ -63,6 +63,20 @@ class BlockTimer(Protocol):
         ...
 
 
+class HookedTimer(BlockTimer, Protocol):
+    """A block timer with hooks that run outside the timed region: ``before_block`` before
+    each block; ``before_call`` before every call, which then times each call on its own (a
+    cache flush, a training step's reset)."""
+
+    before_block: Callable[[], None] | None
+    before_call: Callable[[], None] | None
+
+
+def hooked(timer: BlockTimer) -> HookedTimer | None:
+    """``timer`` where it has the hooks (the suite's own timers), else None (a test double)."""
+    return timer if isinstance(timer, (HostTimer, EventTimer)) else None
+
+
 def _noop() -> None:
     return None
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench_suite.backends.base import Backend, Prepared
-from bench_suite.core.timing import Clock, EventTimer, HostTimer, SamplingPlan, measure
+from bench_suite.core.timing import Clock, SamplingPlan, hooked, measure
 
 #: The phases of a training step, in order (the report's columns).
 STEP_PHASES: tuple[str, ...] = ("forward", "backward", "update")
@@ -37,17 +37,18 @@ def with_reset(timer: Any, reset: Callable[[], None]) -> bool:
     """Make ``timer`` run ``reset`` before every call, outside the timed region (before any
     hook it already has, such as a cache flush, so the flush still comes last). False when
     the timer has no such hook (a test double)."""
-    if not isinstance(timer, (HostTimer, EventTimer)):
+    with_hooks = hooked(timer)
+    if with_hooks is None:
         return False
-    before = timer.before_call
+    before = with_hooks.before_call
     if before is None:
-        timer.before_call = reset
+        with_hooks.before_call = reset
     else:
         def both() -> None:
             reset()
             before()
 
-        timer.before_call = both
+        with_hooks.before_call = both
     return True
 
 

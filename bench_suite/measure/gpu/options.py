@@ -36,7 +36,7 @@ from bench_suite.backends.base import Backend, Prepared, memory_check
 from bench_suite.core import stats
 from bench_suite.core.cases import Case, cuda_index, is_cuda_backend
 from bench_suite.core.errors import UsageError
-from bench_suite.core.timing import Clock, EventTimer, Gate, HostTimer, SamplingPlan, Timing, measure
+from bench_suite.core.timing import Clock, EventTimer, Gate, SamplingPlan, Timing, hooked, measure
 from bench_suite.env.nvml import NVML_INTERVAL_S, NvmlSampler, nvml_session
 from bench_suite.measure import harness
 from bench_suite.measure.gpu.cold_cache import GPU_FLUSH_MIN_BYTES, cpu_flusher, cuda_flusher, cuda_l2_bytes
@@ -216,12 +216,12 @@ def time_case(case: Case, backend: Backend, prepared: Prepared, config: Sampling
         _check_option_memory(case, backend, options)
     timer = backend.timer(clock)
     if options.cold_cache:
-        if isinstance(timer, (HostTimer, EventTimer)):
+        if (with_hooks := hooked(timer)) is not None:
             if cuda:
                 flush, nbytes = cuda_flusher(cuda_index(case.backend), options.flush_bytes)
             else:
                 flush, nbytes = cpu_flusher(options.flush_bytes)
-            timer.before_call = flush
+            with_hooks.before_call = flush
             extra["cold_cache"] = {"flush_bytes": nbytes, "timed": "each call on its own"}
         else:
             extra["cold_cache"] = {"skipped": f"{type(timer).__name__} has no before_call hook"}
