@@ -33,7 +33,7 @@ from typing import Any
 
 from bench_suite.env import system
 from bench_suite.env.collect import blas_info, cpu_info
-from bench_suite.env.nvml import REASONS, THROTTLING, gpu_processes, nvml_handle, reason_names
+from bench_suite.env.nvml import REASONS, THROTTLING, gpu_processes, nvml_handle, nvml_open, reason_names
 from bench_suite.env.system import read_machine_ticks
 
 #: Samples at or above this GPU utilization (percent) count as "under load".
@@ -212,27 +212,23 @@ class GpuStateSampler:
 def gpu_state_session(index: int, nvml: Any = None, torch: Any = None,
                       interval_s: float = SAMPLE_INTERVAL_S) -> Iterator[GpuStateSampler | str]:
     """A :class:`GpuStateSampler` for CUDA device ``index``, or a string saying why none."""
-    try:
-        nvml = nvml or _pynvml()
-    except ImportError:
-        yield "nvidia-ml-py (pynvml) is not installed: pip install nvidia-ml-py"
-        return
-    try:
-        nvml.nvmlInit()
-    except Exception as exc:  # no driver, no library
-        yield f"NVML unavailable: {type(exc).__name__}: {exc}"[:200]
-        return
-    try:
+    if nvml is None:
         try:
-            handle = nvml_handle(nvml, index, torch)
+            nvml = _pynvml()
+        except ImportError:
+            yield "nvidia-ml-py (pynvml) is not installed: pip install nvidia-ml-py"
+            return
+    with nvml_open(nvml) as opened:
+        if isinstance(opened, str):
+            yield opened
+            return
+        try:
+            handle = nvml_handle(opened, index, torch)
         except Exception as exc:
             yield f"no NVML handle for cuda:{index}: {exc}"[:200]
             return
-        with GpuStateSampler(nvml, handle, interval_s) as sampler:
+        with GpuStateSampler(opened, handle, interval_s) as sampler:
             yield sampler
-    finally:
-        with contextlib.suppress(Exception):
-            nvml.nvmlShutdown()
 
 
 # --- CPU ------------------------------------------------------------------------------------

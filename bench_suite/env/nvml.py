@@ -263,11 +263,9 @@ class NvmlSampler:
 
 
 @contextlib.contextmanager
-def nvml_session(index: int, nvml: Any = None, torch: Any = None,
-                 interval_s: float = NVML_INTERVAL_S,
-                 ignore_pids: Collection[int] = ()) -> Iterator[NvmlSampler | str]:
-    """An :class:`NvmlSampler` for CUDA device ``index``, or a string saying why there is none.
-    ``ignore_pids``: processes on the card that are not "other processes" (see the sampler)."""
+def nvml_open(nvml: Any = None) -> Iterator[Any | str]:
+    """NVML initialised for the block (the module, or ``nvml`` when given), or a string saying
+    why there is none: nvidia-ml-py not installed, no driver or library. Shut down after."""
     try:
         nvml = nvml or _pynvml()
     except ImportError:
@@ -279,45 +277,53 @@ def nvml_session(index: int, nvml: Any = None, torch: Any = None,
         yield f"NVML unavailable: {type(exc).__name__}: {exc}"[:200]
         return
     try:
-        try:
-            handle = nvml_handle(nvml, index, torch)
-        except Exception as exc:
-            yield f"no NVML handle for cuda:{index}: {exc}"[:200]
-            return
-        with NvmlSampler(nvml, handle, interval_s, ignore_pids=ignore_pids) as sampler:
-            yield sampler
+        yield nvml
     finally:
         with contextlib.suppress(Exception):
             nvml.nvmlShutdown()
 
 
+def _query(fn: Callable[[], Any]) -> Any:
+    """One NVML query; None where this driver or card does not support it."""
+    try:
+        return fn()
+    except Exception:
+        return None
+
+
+@contextlib.contextmanager
+def nvml_session(index: int, nvml: Any = None, torch: Any = None,
+                 interval_s: float = NVML_INTERVAL_S,
+                 ignore_pids: Collection[int] = ()) -> Iterator[NvmlSampler | str]:
+    """An :class:`NvmlSampler` for CUDA device ``index``, or a string saying why there is none.
+    ``ignore_pids``: processes on the card that are not "other processes" (see the sampler)."""
+    with nvml_open(nvml) as opened:
+        if isinstance(opened, str):
+            yield opened
+            return
+        try:
+            handle = nvml_handle(opened, index, torch)
+        except Exception as exc:
+            yield f"no NVML handle for cuda:{index}: {exc}"[:200]
+            return
+        with NvmlSampler(opened, handle, interval_s, ignore_pids=ignore_pids) as sampler:
+            yield sampler
+
+
 def nvml_link(index: int, bus_id: str | None, nvml: Any = None) -> dict[str, Any]:
     """A card's link to the host as NVML reports it (see ``collect.link_info``); ``{}`` where
     NVML cannot say."""
-    if nvml is None:
-        try:
-            import pynvml as nvml
-        except ImportError:
+    with nvml_open(nvml) as nv:
+        if isinstance(nv, str):
             return {}
-    try:
-        nvml.nvmlInit()
-    except Exception:  # no driver or library: no NVML here
-        return {}
-    try:
-        handle = None
-        if bus_id:
-            try:
-                handle = nvml.nvmlDeviceGetHandleByPciBusId(bus_id.encode())
-            except Exception:
-                handle = None
+        handle = _query(lambda: nv.nvmlDeviceGetHandleByPciBusId(bus_id.encode())) if bus_id else None
         if handle is None:
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            handle = _query(lambda: nv.nvmlDeviceGetHandleByIndex(index))
+        if handle is None:
+            return {}
 
         def get(fn: str) -> Any:
-            try:
-                return getattr(nvml, fn)(handle)
-            except Exception:  # a query this driver or card does not support
-                return None
+            return _query(lambda: getattr(nv, fn)(handle))
 
         c2c = get("nvmlDeviceGetC2cModeInfoV")
         if c2c is not None and getattr(c2c, "isC2cEnabled", 0):
@@ -328,46 +334,24 @@ def nvml_link(index: int, bus_id: str | None, nvml: Any = None) -> dict[str, Any
         return {"kind": "pcie", "generation": gen, "width": width,
                 "current_generation": get("nvmlDeviceGetCurrPcieLinkGeneration"),
                 "current_width": get("nvmlDeviceGetCurrPcieLinkWidth"), "source": "nvml"}
-    except Exception:
-        return {}
-    finally:
-        try:
-            nvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
-def nvml_info(index: int) -> dict[str, Any]:
+def nvml_info(index: int, nvml: Any = None) -> dict[str, Any]:
     """Driver version and clocks from NVML, where nvidia-ml-py and a driver are present."""
-    try:
-        import pynvml
-    except ImportError:
-        return {}
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # NVMLError and library load errors: no NVML here, say nothing
-        return {}
-    try:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        out: dict[str, Any] = {"driver": _s(pynvml.nvmlSystemGetDriverVersion())}
-        for key, fn in (
-            ("max_sm_clock_mhz", lambda: pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)),
-            ("max_mem_clock_mhz", lambda: pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_MEM)),
-            ("power_limit_w", lambda: pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000),
-            ("pci_bus_id", lambda: _s(pynvml.nvmlDeviceGetPciInfo(handle).busId)),
-        ):
-            try:
-                out[key] = fn()
-            except Exception:  # a field this driver or card does not expose
-                out[key] = None
-        return out
-    except Exception:
-        return {}
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
+    with nvml_open(nvml) as nv:
+        if isinstance(nv, str):
+            return {}
+        handle = _query(lambda: nv.nvmlDeviceGetHandleByIndex(index))
+        driver = _query(nv.nvmlSystemGetDriverVersion)
+        if handle is None or driver is None:
+            return {}
+        return {
+            "driver": _s(driver),
+            "max_sm_clock_mhz": _query(lambda: nv.nvmlDeviceGetMaxClockInfo(handle, nv.NVML_CLOCK_SM)),
+            "max_mem_clock_mhz": _query(lambda: nv.nvmlDeviceGetMaxClockInfo(handle, nv.NVML_CLOCK_MEM)),
+            "power_limit_w": _query(lambda: nv.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000),
+            "pci_bus_id": _query(lambda: _s(nv.nvmlDeviceGetPciInfo(handle).busId)),
+        }
 
 
 def _s(value: Any) -> str:
