@@ -393,21 +393,28 @@ def autograd_vs_hand(frame: pd.DataFrame) -> pd.DataFrame:
 
 def grad_cost(frame: pd.DataFrame) -> pd.DataFrame:
     """What recording the autograd graph costs a forward op: grad time over no_grad time."""
+    df = ok_rows(frame)
+    key = ["series", "op", "backend", "dtype", "size", "dim", "variant", "threads_label"]
+    return _ratio_table(df[~_backward_mask(df)], key, "grad_mode", ("grad", "grad_s"), ("no_grad", "no_grad_s"))
+
+
+def _ratio_table(df: pd.DataFrame, key: list[str], column: str, over: tuple[str, str],
+                 under: tuple[str, str]) -> pd.DataFrame:
+    """Rows whose ``column`` is ``over[0]`` beside those where it is ``under[0]``, matched on
+    ``key``: their medians (named ``under[1]`` and ``over[1]``), ``ratio`` = over / under and
+    ``noisy`` where either is."""
     import pandas as pd
 
-    df = ok_rows(frame)
-    df = df[~_backward_mask(df)]
-    key = ["series", "op", "backend", "dtype", "size", "dim", "variant", "threads_label"]
-    cols = [*key, "no_grad_s", "grad_s", "ratio", "noisy"]
-    grad = df[df["grad_mode"] == "grad"][[*key, "median_s", "noisy"]]
-    plain = df[df["grad_mode"] == "no_grad"][[*key, "median_s", "noisy"]]
-    out = grad.merge(plain, on=key, suffixes=("_g", "_n"))
+    cols = [*key, under[1], over[1], "ratio", "noisy"]
+    top = df[df[column] == over[0]][[*key, "median_s", "noisy"]]
+    bottom = df[df[column] == under[0]][[*key, "median_s", "noisy"]]
+    out = top.merge(bottom, on=key, suffixes=("_o", "_u"))
     if out.empty:
         return pd.DataFrame(columns=cols)
-    out["grad_s"] = out["median_s_g"]
-    out["no_grad_s"] = out["median_s_n"]
-    out["ratio"] = out["grad_s"] / out["no_grad_s"]
-    out["noisy"] = out["noisy_g"] | out["noisy_n"]
+    out[over[1]] = out["median_s_o"]
+    out[under[1]] = out["median_s_u"]
+    out["ratio"] = out[over[1]] / out[under[1]]
+    out["noisy"] = out["noisy_o"] | out["noisy_u"]
     return out[cols].reset_index(drop=True)
 
 
@@ -735,19 +742,6 @@ def create_where(frame: pd.DataFrame) -> pd.DataFrame:
     """``create`` on the device against creating on the host and copying over, per GPU:
     ``ratio`` = host-then-copy time / on-device time (above 1: creating where the array is
     used is that much faster)."""
-    import pandas as pd
-
     df = ok_rows(frame)
-    df = df[df["op"] == "create"]
     key = ["series", "backend", "dtype", "size", "dim"]
-    cols = [*key, "device_s", "host_s", "ratio", "noisy"]
-    on_dev = df[df["variant"] == "device"][[*key, "median_s", "noisy"]]
-    on_host = df[df["variant"] == "host"][[*key, "median_s", "noisy"]]
-    out = on_dev.merge(on_host, on=key, suffixes=("_d", "_h"))
-    if out.empty:
-        return pd.DataFrame(columns=cols)
-    out["device_s"] = out["median_s_d"]
-    out["host_s"] = out["median_s_h"]
-    out["ratio"] = out["host_s"] / out["device_s"]
-    out["noisy"] = out["noisy_d"] | out["noisy_h"]
-    return out[cols].reset_index(drop=True)
+    return _ratio_table(df[df["op"] == "create"], key, "variant", ("host", "host_s"), ("device", "device_s"))
