@@ -26,14 +26,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from bench_suite.env import system
 from bench_suite.env.collect import blas_info, cpu_info
-from bench_suite.env.nvml import REASONS, THROTTLING, gpu_processes, nvml_handle, nvml_open, reason_names
+from bench_suite.env.nvml import (
+    REASONS,
+    THROTTLING,
+    PeriodicSampler,
+    gpu_processes,
+    nvml_handle,
+    nvml_open,
+    reason_names,
+)
 from bench_suite.env.system import read_machine_ticks
 
 #: Samples at or above this GPU utilization (percent) count as "under load".
@@ -171,38 +178,24 @@ def summarize_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class GpuStateSampler:
+class GpuStateSampler(PeriodicSampler):
     """Around a probe: the static state at the start, samples during, a summary after."""
+
+    thread_name = "doctor-nvml"
 
     def __init__(self, nvml: Any, handle: Any, interval_s: float = SAMPLE_INTERVAL_S,
                  own_pid: int | None = None):
-        self.nvml, self.handle, self.interval_s, self.own_pid = nvml, handle, interval_s, own_pid
+        super().__init__(interval_s)
+        self.nvml, self.handle, self.own_pid = nvml, handle, own_pid
         self.static: dict[str, Any] = {}
         self.samples: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def sample(self) -> None:
         if len(self.samples) < MAX_SAMPLES:
             self.samples.append(sample_gpu(self.nvml, self.handle))
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-
-    def __enter__(self) -> GpuStateSampler:
+    def begin(self) -> None:
         self.static = read_gpu_static(self.nvml, self.handle, self.own_pid)
-        self.sample()
-        if self.interval_s > 0:
-            self._thread = threading.Thread(target=self._loop, name="doctor-nvml", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample()
 
     def state(self) -> dict[str, Any]:
         return {"available": True, **self.static, "load": summarize_samples(self.samples)}

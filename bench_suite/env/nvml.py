@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 #: Sampling period during a case, and the samples kept in memory and in the file (evenly
 #: thinned; the statistics use all of them).
@@ -109,7 +109,51 @@ def _flag(hits: int, known: int) -> bool | None:
     return None if known == 0 else hits > 0
 
 
-class NvmlSampler:
+_S = TypeVar("_S", bound="PeriodicSampler")
+
+
+class PeriodicSampler:
+    """A context manager that calls :meth:`sample` on entering, every ``interval_s`` in a
+    daemon thread of its own (never with 0), and on leaving; :meth:`begin` runs first and
+    :meth:`end` last (what a sampler reads once, such as the processes on the card)."""
+
+    thread_name = "sampler"
+
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> Any:
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self: _S) -> _S:
+        self.begin()
+        self.sample()
+        if self.interval_s > 0:
+            self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+        self.end()
+
+
+class NvmlSampler(PeriodicSampler):
     """Samples one card's clocks, temperature, power and clock-event reasons.
 
     Use as a context manager around the warm-up and the timed region; :meth:`phase` names
@@ -118,14 +162,16 @@ class NvmlSampler:
     or driver that lacks a counter is no error, and reasons it cannot report stay unknown.
     """
 
+    thread_name = "nvml-sampler"
+
     def __init__(self, nvml: Any, handle: Any, interval_s: float = NVML_INTERVAL_S,
                  clock: Callable[[], float] = time.monotonic, ignore_pids: Collection[int] = ()):
+        super().__init__(interval_s)
         self.nvml = nvml
         # processes that share the card by design (the other side of an ``ab``): not "other
         # processes" (the caller's live set, read at each listing)
         self.ignore_pids = ignore_pids
         self.handle = handle
-        self.interval_s = interval_s
         self.clock = clock
         self.samples: list[dict[str, Any]] = []
         self.dropped = 0
@@ -133,8 +179,7 @@ class NvmlSampler:
         self._max_sm: int | bool | None = False  # False: not read yet
         self._t0 = 0.0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._others: dict[int, None] = {}
 
     def _get(self, fn_names: tuple[str, ...], *args: Any) -> Any:
         for name in fn_names:
@@ -183,10 +228,6 @@ class NvmlSampler:
                 self.dropped += 1
         return s
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-
     def other_processes(self) -> None:
         """Note the other processes on the card now (as the CPU monitor notes other CPU use):
         read when sampling starts and ends, since a listing costs more than a sample."""
@@ -194,21 +235,12 @@ class NvmlSampler:
             if not p["own"] and p["pid"] not in self.ignore_pids:
                 self._others[p["pid"]] = None
 
-    def __enter__(self) -> NvmlSampler:
+    def begin(self) -> None:
         self._t0 = self.clock()
-        self._others: dict[int, None] = {}
+        self._others = {}
         self.other_processes()
-        self.sample()
-        if self.interval_s > 0:
-            self._thread = threading.Thread(target=self._loop, name="nvml-sampler", daemon=True)
-            self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample()
+    def end(self) -> None:
         self.other_processes()
 
     def summary(self) -> dict[str, Any]:
@@ -258,7 +290,7 @@ class NvmlSampler:
             "throttled": _flag(throttled, known),
             "throttled_fraction": throttled / known if known else None,
             # other processes on the card while the case ran: it shared the GPU (contended)
-            "other_processes": sorted(getattr(self, "_others", {})),
+            "other_processes": sorted(self._others),
         }
 
 
