@@ -460,16 +460,12 @@ class RoundWorkers:
                                         round_index)
             return with_round(m, round_index)
         started, t0 = now_iso(), time.perf_counter()
-        if self._worker is None or not self._worker.alive:
-            self._worker = Worker(self.python, self.env)
-            try:
-                self._worker.start()
-            except WorkerStartError as exc:
-                self._worker = None
-                return with_round(Measurement(case, "failed", str(exc)[:500], started_at=started,
-                                              wall_s=time.perf_counter() - t0,
-                                              extra={"isolated": True}), round_index)
-        m = self._worker.measure(case, self.options, self.timeout_s, round_index, started, t0)
+        worker = self.live_worker()
+        if isinstance(worker, str):
+            return with_round(Measurement(case, "failed", worker[:500], started_at=started,
+                                          wall_s=time.perf_counter() - t0, extra={"isolated": True}),
+                              round_index)
+        m = worker.measure(case, self.options, self.timeout_s, round_index, started, t0)
         return with_round(m, round_index)
 
     def config(self) -> dict[str, Any]:
