@@ -10,7 +10,6 @@ Noise-profile files (``results/<machine>/noise.json``) format history (bump ``NO
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_suite.core.errors import BenchSuiteError, ResultsFileError
-from bench_suite.store.results import Run, _Validator, atomic_write_text, parse_json, read_text
+from bench_suite.store.results import Run, _Validator, parse_json, read_text, save_document
 
 NOISE_SCHEMA = "bench-suite/noise"
 NOISE_VERSION = 1
@@ -64,7 +63,7 @@ class NoiseProfile:
 def save_profile(profile: NoiseProfile, path: Path) -> None:
     from bench_suite.store.results import json_safe
 
-    atomic_write_text(Path(path), json.dumps(json_safe(profile.to_dict()), allow_nan=False, indent=1) + "\n")
+    save_document(json_safe(profile.to_dict()), path)
 
 
 def load_profile(path: str | Path) -> NoiseProfile:

@@ -13,7 +13,6 @@ Peaks files (``bench-suite peaks``) format history (bump ``PEAKS_VERSION`` on a 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench_suite.core.cases import DTYPES
 from bench_suite.core.errors import ResultsFileError
-from bench_suite.store.results import atomic_write_text, parse_json, read_text
+from bench_suite.store.results import parse_json, read_text, save_document
 
 if TYPE_CHECKING:
     from bench_suite.store.results import Run
@@ -135,14 +134,7 @@ class PeakSet:
 
 
 def save_peaks(peaks: PeakSet, path: str | Path) -> Path:
-    from bench_suite.core.errors import OutputError
-
-    path = Path(path)
-    try:
-        atomic_write_text(path, json.dumps(peaks.to_dict(), allow_nan=False, indent=1) + "\n")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    return save_document(peaks.to_dict(), path)
 
 
 def is_peaks_file(path: Path) -> bool:

@@ -510,7 +510,7 @@ class RunWriter:
         """Write the final file atomically and drop the journal."""
         run = self.run(finished_at, complete)
         try:
-            atomic_write_text(self.path, json.dumps(run.to_dict(), allow_nan=False, indent=1) + "\n")
+            atomic_write_text(self.path, encode_document(run.to_dict()))
         except OSError as exc:
             raise OutputError(
                 f"cannot write {self.path} ({exc.strerror or exc}); the measurements are in {self.journal}"
@@ -526,8 +526,24 @@ class RunWriter:
             self._fh = None
 
 
+def encode_document(doc: Mapping[str, Any]) -> str:
+    """The one JSON form of every file the suite saves (runs, run sets, peaks, noise profiles):
+    strict (NaN refused: ``json_safe`` first), one space of indent, a final newline."""
+    return json.dumps(doc, allow_nan=False, indent=1) + "\n"
+
+
+def save_document(doc: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``doc`` atomically (:func:`encode_document`); an ``OutputError`` names the path."""
+    path = Path(path)
+    try:
+        atomic_write_text(path, encode_document(doc))
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def save_run(run: Run, path: Path) -> None:
-    atomic_write_text(Path(path), json.dumps(run.to_dict(), allow_nan=False, indent=1) + "\n")
+    atomic_write_text(Path(path), encode_document(run.to_dict()))
 
 
 # --- loading ------------------------------------------------------------------------------

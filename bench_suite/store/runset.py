@@ -19,15 +19,14 @@ files is read once: :func:`dedupe` keeps one copy of each rank's run, the fulles
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_suite.core.errors import OutputError, ResultsFileError
+from bench_suite.core.errors import ResultsFileError
 from bench_suite.env.collect import lookup
-from bench_suite.store.results import Run, atomic_write_text, run_from_dict
+from bench_suite.store.results import Run, run_from_dict, save_document
 
 SCHEMA = "bench-suite/run-set"
 VERSION = 1
@@ -86,12 +85,7 @@ class RunSet:
 
 
 def save_runset(rs: RunSet, path: str | Path) -> Path:
-    path = Path(path)
-    try:
-        atomic_write_text(path, json.dumps(rs.to_dict(), allow_nan=False, indent=1) + "\n")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    return save_document(rs.to_dict(), path)
 
 
 def is_runset(data: Any) -> bool:
