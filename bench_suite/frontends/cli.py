@@ -326,7 +326,9 @@ def sweep_from_args(args: argparse.Namespace, rank: Any = None) -> tuple[cases_m
     """The preset and the cases the arguments select. ``rank``: a ``launch.RankContext``,
     whose CUDA backends become the rank's own GPU."""
     preset = cases_mod.get_preset(args.preset)
-    filters = cases_mod.parse_filters({axis: getattr(args, axis) for axis in cases_mod.FILTER_AXES})
+    # backends apart: torch-cuda:all becomes one backend per visible GPU, or the rank's own
+    filters = cases_mod.parse_filters({axis: getattr(args, axis) for axis in cases_mod.FILTER_AXES
+                                       if axis != "backends"})
     filters["backends"] = _backends(args.backends, preset, rank)
     sweep = preset.sweep.with_filters(**filters)
     return preset, sweep.expand()

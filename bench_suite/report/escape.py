@@ -22,11 +22,12 @@ __all__ = ["csv_frame", "csv_text", "html_text", "md_cell", "md_text"]
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
 
 
-# GitHub turns bare URLs, www. names, e-mail addresses, @mentions and #123 references into
-# live links (and a mention notifies someone) wherever a summary is pasted: a word joiner
-# (U+2060, invisible) inside each marker keeps the text as it reads but matches none of them.
+# GitHub turns bare URLs, www. names, e-mail addresses, @mentions and #123 references (a #
+# that starts a word: "cpu#1" is no reference) into live links, and a mention notifies
+# someone, wherever a summary is pasted: a word joiner (U+2060, invisible) inside each marker
+# keeps the text as it reads but matches none of them.
 _JOINER = "\u2060"
-_AUTOLINK = re.compile(r"(?i)(?:\b[a-z][a-z0-9+.-]*:/|\bwww\.|@|#(?=\d))")
+_AUTOLINK = re.compile(r"(?i)(?:\b[a-z][a-z0-9+.-]*:/|\bwww\.|@|(?<!\w)#(?=\d))")
 # A spreadsheet reads a cell that starts with one of these as a formula (=HYPERLINK(...)).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
