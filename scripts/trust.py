@@ -3,7 +3,7 @@
 
     python scripts/trust.py [--work /tmp/trust] [--only aa-ab,aa-runs,power,busy,asv]
                             [--aa-trials 20] [--runs 21] [--power-trials 20] [--busy-trials 10]
-                            [--asv-runs 4]
+                            [--asv-runs 4] [--power-rounds R]
 
 Everything runs serially on this machine, each command in its own process, exactly as a user
 types it (``python -m bench_suite ...``), on the 16 cases of the trust workflow: matmul,
@@ -128,14 +128,15 @@ def aa_runs(work: Path, j: Journal, runs: int) -> None:
         print(f"compare r{i} r{i + 1}: exit {rc}, slower {doc['regressions']}", flush=True)
 
 
-def power(work: Path, j: Journal, trials: int) -> None:
+def power(work: Path, j: Journal, trials: int, rounds: int | None = None) -> None:
     cand = wrapper(work / "cand-slow.sh", {"PYTHONPATH": f"{ROOT / 'scripts'}:{os.environ.get('PYTHONPATH', '')}",
                                            "BENCH_SUITE_BACKEND_PLUGINS": "trust_plugins:slow_numpy",
                                            "TRUST_SLOWDOWN": "0.10"})
     for t in range(len(j.trials("power")), trials):
         out = work / "power" / str(t)
         shutil.rmtree(out, ignore_errors=True)
-        rc, wall, _ = bench("ab", PY, cand, *CASES, "--out", str(out), "--quiet", "--format", "json",
+        more = ["--rounds", str(rounds)] if rounds else []
+        rc, wall, _ = bench("ab", PY, cand, *CASES, *more, "--out", str(out), "--quiet", "--format", "json",
                             "-o", str(out / "compare.json"))
         doc = load(out / "compare.json")
         pairs = [{k: p[k] for k in ("case_id", "backend", "verdict", "ratio", "flag", "p_adjusted")}
@@ -306,6 +307,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=21)
     ap.add_argument("--power-trials", type=int, default=20)
     ap.add_argument("--busy-trials", type=int, default=10)
+    ap.add_argument("--power-rounds", type=int, help="ab --rounds for the power trials (default: ab's)")
     ap.add_argument("--asv-runs", type=int, default=4)
     ap.add_argument("--summary", action="store_true", help="only print the summary of what is saved")
     args = ap.parse_args()
@@ -316,7 +318,7 @@ def main() -> None:
     if not args.summary:
         steps = {"aa-ab": lambda: aa_ab(work, j, args.aa_trials),
                  "aa-runs": lambda: aa_runs(work, j, args.runs),
-                 "power": lambda: power(work, j, args.power_trials),
+                 "power": lambda: power(work, j, args.power_trials, args.power_rounds),
                  "busy": lambda: busy(work, j, args.busy_trials),
                  "asv": lambda: asv(work, j, args.asv_runs)}
         for name, step in steps.items():
