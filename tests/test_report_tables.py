@@ -221,6 +221,15 @@ def test_run_summary_baseline_ignores_grad_mode(frame: pd.DataFrame) -> None:
     assert math.isnan(failed["speedup_vs_numpy"]) and failed["reason"].startswith("wrong result")
 
 
+def test_run_summary_is_in_the_tables_order_not_the_run_order() -> None:
+    # a run's rounds take the cases in a random order; the summary reads like every table
+    ms = [meas("hadamard", "torch-cpu", 256, 2e-5), meas("matmul", "numpy", 1024, 1e-2),
+          meas("matmul", "numpy", 256, 1e-3), meas("hadamard", "numpy", 256, 3e-5)]
+    ids = list(tables.run_summary(to_frame([run("m", ms)]))["case_id"])
+    assert ids == ["matmul/numpy/float32/n=256/threads=1", "matmul/numpy/float32/n=1024/threads=1",
+                   "hadamard/numpy/float32/n=256/threads=1", "hadamard/torch-cpu/float32/n=256/threads=1"]
+
+
 def test_empty_frame_gives_empty_tables() -> None:
     f = to_frame([run("m", [meas("matmul", "torch-cuda", 64, None, threads=None,
                                  status="skipped", reason="no CUDA")])])

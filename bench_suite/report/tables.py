@@ -181,6 +181,10 @@ def run_summary(frame: pd.DataFrame) -> pd.DataFrame:
         df[f"speedup_{flag}"] = df[flag].astype(bool) | df[f"numpy_{flag}"].astype("boolean").fillna(False)
         cols += [flag, f"speedup_{flag}"]
     cols += [c for c in ("rounds", "contention") if c in df.columns]
+    # in the order of every other table (op, dtype, size, threads, grad mode, backend), not the
+    # order the cases happened to run in (a random one, per round)
+    order = {cid: i for i, cid in enumerate(prepare(frame)["case_id"])}
+    df = df.assign(_o=df["case_id"].map(order)).sort_values("_o", kind="stable")
     return pd.DataFrame(df[cols]).reset_index(drop=True)
 
 
