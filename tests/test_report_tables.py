@@ -263,3 +263,11 @@ def test_launch_bound_cases_are_listed_and_noted() -> None:
     assert "Launch-bound cases" in md and "--cuda-graphs" in md
     md = render.to_markdown(render.build_report([run("gpubox", [fine, cpu])], with_figures=False))
     assert "Launch-bound" not in md
+
+
+def test_a_contended_case_says_why() -> None:
+    from bench_suite.report.run_summary import _busy
+
+    assert _busy(0.8) == "machine busy (0.8 cores)"
+    # too little load to show: the case's own threads waited for a core
+    assert _busy(0.0) == _busy(None) == _busy(math.nan) == "machine busy (its threads waited for a core)"

@@ -44,7 +44,7 @@ def summary_view(run: Run) -> SummaryView:
             peak = ("-" if pct != pct else f"{pct:.0f}%",) if with_peak else ()
             suspect = bool(getattr(row, "speedup_contended", False) or getattr(row, "speedup_bimodal", False))
             notes = [n for n, on in (
-                (f"contended: machine busy ({row.contention:.1f} cores)", getattr(row, "contended", False)),
+                (f"contended: {_busy(row.contention)}", getattr(row, "contended", False)),
                 ("bimodal", getattr(row, "bimodal", False)), ("noisy", row.noisy)) if on]
             contended += bool(getattr(row, "contended", False))
             rows.append((row.case_id, fmt_time(row.median_s), f"{row.rel_ci:.1%}",
@@ -65,3 +65,11 @@ def summary_view(run: Run) -> SummaryView:
                     "unknown (measure with --rounds, or see bench-suite calibrate)")
     foot += tables.gpu_notes(summary)
     return SummaryView(title, columns, tuple(rows), tuple(foot))
+
+
+def _busy(contention: float | None) -> str:
+    """Why a case is contended: other processes' load, or (where that was too small to show)
+    its own threads waiting for a core."""
+    if contention is not None and contention == contention and contention >= 0.05:
+        return f"machine busy ({contention:.1f} cores)"
+    return "machine busy (its threads waited for a core)"
