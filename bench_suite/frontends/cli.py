@@ -701,9 +701,9 @@ def _print_noise(rows: list[dict[str, Any]], machine: str) -> None:
                 f"run vs run ({DEFAULT_ROUNDS} rounds)", f"ab ({DEFAULT_AB_ROUNDS} rounds)", "note"):
         t.add_column(col, justify="left" if col in ("case", "note") else "right", no_wrap=col == "case")
     for r in rows:
+        busy = r["contended_rounds"]
         note = ", ".join(n for n, on in (("bimodal", r["bimodal"]),
-                                         (f"{r['contended_rounds']} rounds contended", r["contended_rounds"]))
-                         if on)
+                                         (f"{busy} round{'s' if busy != 1 else ''} contended", busy)) if on)
         t.add_row(r["case_id"], fmt_time(r["median_s"]), pct(r["round_sd"]), pct(r["pair_sd"]),
                   pct(r["detectable_runs"]), pct(r["detectable_ab"]), note)
     _stdout_console().print(t)
