@@ -537,10 +537,12 @@ def per_round_options(options: RunOptions, count: int) -> RunOptions:
     case timed ten times in each of eight rounds spent most of an ``ab`` on samples that did
     not narrow its verdict).
 
-    The warm-up is not shared: each round is a fresh process, cold again. Measured: with the
-    warm-up cut from 20 ms to 5 ms a round, the spread of ``ab``'s paired round ratios grew
-    from 0.08 to 0.12 (log scale) and a 10% slowdown was found in 39% of the cases, not 82%
-    (docs/compare.md)."""
+    The warm-up is not shared: each round is a fresh process, cold again. Measured with ``ab``
+    (docs/compare.md): at 20 ms a round, paired round ratios spread 0.08 (numpy) and 0.10
+    (torch) on the log scale; cut to 5 ms, 0.12 and 0.14, and a 10% slowdown was found in 39%
+    of the cases instead of 82%; back at 20 ms, 0.10 and 0.09, and 65%. The machine's own noise
+    moved too, so that is no proof, but a fresh process does start cold, and 15 ms more a
+    round is cheap."""
     if count < 1:
         raise UsageError(f"rounds must be 1 or more, not {count}")
     t = options.timing
