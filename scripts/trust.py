@@ -257,7 +257,7 @@ def summary(j: Journal) -> str:
         lines.append(f"| honest ±: another run's median inside a run's interval | {inside} of {total} "
                      f"({inside / max(total, 1):.0%}) | at least 80% |")
         rw = sorted(t["wall_s"] for t in j.trials("runs"))
-        lines.append(f"| wall time of one `run` of the 16 cases (defaults: 5 rounds) | median "
+        lines.append(f"| wall time of one `run` of the 16 cases (defaults: the quick preset, 4 rounds) | median "
                      f"{rw[len(rw) // 2]:.0f} s | |")
     pw = j.trials("power")
     if pw:
