@@ -254,8 +254,10 @@ def test_launch_bound_cases_are_listed_and_noted() -> None:
     cells = tables.launch_bound_cells(frame)
     assert cells["case_id"].tolist() == [bound.id]
     summary = tables.run_summary(frame)
-    notes = [tables.row_notes(r) for r in summary.itertuples(index=False)]
-    assert notes == [["launch-bound", "power-capped"], [], []]
+    notes = {r.case_id: tables.row_notes(r) for r in summary.itertuples(index=False)}
+    # in the tables' order: matmul first, then hadamard on numpy (1 thread) before CUDA (all)
+    assert list(notes) == [fine.id, cpu.id, bound.id]
+    assert notes == {bound.id: ["launch-bound", "power-capped"], fine.id: [], cpu.id: []}
     lines = tables.gpu_notes(summary)
     assert lines[0].startswith("1 case launch-bound:") and "--cuda-graphs" in lines[0]
     assert lines[1].startswith("1 case power-capped:") and "not throttling" in lines[1]
