@@ -37,9 +37,8 @@ from bench_suite.env.nvml import (
     THROTTLING,
     PeriodicSampler,
     gpu_processes,
-    nvml_handle,
-    nvml_open,
     reason_names,
+    sampler_session,
 )
 from bench_suite.env.system import read_machine_ticks
 
@@ -211,17 +210,8 @@ def gpu_state_session(index: int, nvml: Any = None, torch: Any = None,
         except ImportError:
             yield "nvidia-ml-py (pynvml) is not installed: pip install nvidia-ml-py"
             return
-    with nvml_open(nvml) as opened:
-        if isinstance(opened, str):
-            yield opened
-            return
-        try:
-            handle = nvml_handle(opened, index, torch)
-        except Exception as exc:
-            yield f"no NVML handle for cuda:{index}: {exc}"[:200]
-            return
-        with GpuStateSampler(opened, handle, interval_s) as sampler:
-            yield sampler
+    with sampler_session(index, lambda nv, handle: GpuStateSampler(nv, handle, interval_s), nvml, torch) as s:
+        yield s
 
 
 # --- CPU ------------------------------------------------------------------------------------

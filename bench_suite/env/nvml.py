@@ -323,12 +323,14 @@ def _query(fn: Callable[[], Any]) -> Any:
         return None
 
 
+_P = TypeVar("_P", bound=PeriodicSampler)
+
+
 @contextlib.contextmanager
-def nvml_session(index: int, nvml: Any = None, torch: Any = None,
-                 interval_s: float = NVML_INTERVAL_S,
-                 ignore_pids: Collection[int] = ()) -> Iterator[NvmlSampler | str]:
-    """An :class:`NvmlSampler` for CUDA device ``index``, or a string saying why there is none.
-    ``ignore_pids``: processes on the card that are not "other processes" (see the sampler)."""
+def sampler_session(index: int, make: Callable[[Any, Any], _P], nvml: Any = None,
+                    torch: Any = None) -> Iterator[_P | str]:
+    """``make(nvml, handle)`` running for CUDA device ``index`` while the block runs, or a
+    string saying why there is none (no nvidia-ml-py, no NVML, no handle)."""
     with nvml_open(nvml) as opened:
         if isinstance(opened, str):
             yield opened
@@ -338,8 +340,17 @@ def nvml_session(index: int, nvml: Any = None, torch: Any = None,
         except Exception as exc:
             yield f"no NVML handle for cuda:{index}: {exc}"[:200]
             return
-        with NvmlSampler(opened, handle, interval_s, ignore_pids=ignore_pids) as sampler:
+        with make(opened, handle) as sampler:
             yield sampler
+
+
+def nvml_session(index: int, nvml: Any = None, torch: Any = None,
+                 interval_s: float = NVML_INTERVAL_S,
+                 ignore_pids: Collection[int] = ()) -> contextlib.AbstractContextManager[NvmlSampler | str]:
+    """An :class:`NvmlSampler` for CUDA device ``index``, or a string saying why there is none.
+    ``ignore_pids``: processes on the card that are not "other processes" (see the sampler)."""
+    return sampler_session(index, lambda nv, handle: NvmlSampler(nv, handle, interval_s, ignore_pids=ignore_pids),
+                           nvml, torch)
 
 
 def nvml_link(index: int, bus_id: str | None, nvml: Any = None) -> dict[str, Any]:
