@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["csv_frame", "csv_text", "html_text", "md_cell", "md_text"]
+__all__ = ["csv_frame", "csv_text", "html_text", "md_cell", "md_text", "plain_text"]
 
 # Markdown's inline syntax (emphasis, code, strikethrough), table pipes, raw HTML and link
 # brackets, and the backslash itself so that the escapes survive. Characters that matter only
@@ -56,13 +56,18 @@ def html_text(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def plain_text(value: object) -> str:
+    """Text for a terminal: a terminal is not HTML, but control characters from a file could
+    still move the cursor or change colours, so each becomes a space."""
+    return "".join(ch if ch.isprintable() else " " for ch in str(value))
+
+
 def md_text(value: object) -> str:
     """Text shown literally by CommonMark/GitHub Markdown: specials backslash-escaped, ``&``
     as an entity (so ``&lt;`` in a file stays those four characters), control characters and
     line breaks turned into spaces (a table row is one line), and GitHub's auto-links broken
     (see :data:`_AUTOLINK`)."""
-    s = "".join(ch if ch.isprintable() else " " for ch in str(value))
-    s = _MD_SPECIAL.sub(r"\\\1", s).replace("&", "&amp;")
+    s = _MD_SPECIAL.sub(r"\\\1", plain_text(value)).replace("&", "&amp;")
     return _AUTOLINK.sub(lambda m: m.group(0)[0] + _JOINER + m.group(0)[1:], s)
 
 

@@ -18,20 +18,20 @@ important sections to stay under :data:`MARKDOWN_LIMIT`).
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import math
 import os
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench_suite.core.errors import OutputError
 from bench_suite.env.collect import lookup
-from bench_suite.report import fleet, tables
-from bench_suite.report.escape import csv_frame, html_text, md_cell, md_text
+from bench_suite.report import fleet, renderer, tables
+from bench_suite.report.document import Cell, Code, DisplayTable, Document, Figure, Section, para
+from bench_suite.report.escape import csv_frame
 from bench_suite.report.format import fmt_rate, fmt_ratio, fmt_time
 from bench_suite.store.results import Run, atomic_write_text, to_frame
 
@@ -214,36 +214,6 @@ def _run_info(run: Run, series: str) -> RunInfo:
 
 
 # --- 2. format ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cell:
-    text: str
-    noisy: bool = False
-    title: str = ""  # a tooltip in HTML (e.g. a confidence interval); dropped in Markdown
-    left: bool = False  # text columns align left, numbers right
-
-
-@dataclass(frozen=True)
-class DisplayTable:
-    title: str
-    header: tuple[str, ...]
-    rows: tuple[tuple[Cell, ...], ...]
-    caption: str = ""
-    left_cols: int = 0  # leading key columns, aligned left
-
-
-@dataclass(frozen=True)
-class Section:
-    id: str
-    title: str
-    intro: str = ""
-    tables: tuple[DisplayTable, ...] = ()
-    #: lower numbers survive when the Markdown summary must be shortened
-    priority: int = 5
-    figures: bool = False  # where the figures go
-    items: tuple[str, ...] = ()  # plain lines (a bulleted list)
-    details: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(default=())
 
 
 def _ratio_cell(value: float, noisy: bool = False, title: str = "") -> Cell:
@@ -728,7 +698,7 @@ def sections(rep: Report) -> list[Section]:
         _runs_section(rep),
         _headline_section(rep),
         _break_even_section(rep),
-        Section("figures", "Figures", figures=True, priority=6),
+        Section("figures", "Figures", figures=tuple(_figure(f) for f in rep.figures), priority=6),
         *_op_sections(rep),
         _autograd_section(rep),
         _fleet_section(rep),
@@ -742,161 +712,36 @@ def sections(rep: Report) -> list[Section]:
     return [s for s in out if s is not None]
 
 
-# --- 3a. HTML -------------------------------------------------------------------------------
-
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1f24;
-margin:0 auto;max-width:1280px;padding:16px 24px;background:#fff}
-h1{font-size:24px;margin:8px 0}h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #d0d7de}
-h3{font-size:15px;margin:18px 0 6px}p.meta{color:#57606a;margin:2px 0}
-nav a{margin-right:12px}code{background:#f6f8fa;padding:1px 4px;border-radius:4px}
-table{border-collapse:collapse;margin:6px 0 4px;font-size:13px}
-th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}
-th{background:#f6f8fa}td.l,th.l{text-align:left}tr:nth-child(even) td{background:#fafbfc}
-td.noisy{background:#fff3cd!important}p.caption{color:#57606a;font-size:12px;margin:2px 0 12px}
-figure{margin:12px 0 24px}figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
-figcaption{color:#57606a;font-size:12px}.tw{overflow-x:auto;max-width:100%}
-details{margin:4px 0}dt{font-weight:600}dd{margin:0 0 4px 16px}
-"""
+# --- 3. the document ---------------------------------------------------------------------
 
 
-_h = html_text
+def _figure(f: RenderedFigure) -> Figure:
+    return Figure(f.spec.name, f.spec.title, f.spec.caption, f.png, f.width_px, f.height_px)
 
 
-def _html_table(t: DisplayTable) -> str:
-    left = [c.left for c in t.rows[0]] if t.rows else [i < t.left_cols for i in range(len(t.header))]
-    head = "".join(f'<th class="l">{_h(h)}</th>' if x else f"<th>{_h(h)}</th>"
-                   for h, x in zip(t.header, left, strict=True))
-    body = []
-    for row in t.rows:
-        cells = []
-        for c in row:
-            cls = " ".join(x for x in ("l" if c.left else "", "noisy" if c.noisy else "") if x)
-            attrs = (f' class="{cls}"' if cls else "") + (f' title="{_h(c.title)}"' if c.title else "")
-            cells.append(f"<td{attrs}>{_h(c.text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    caption = f'<p class="caption">{_h(t.caption)}</p>' if t.caption else ""
-    title = f"<h3>{_h(t.title)}</h3>\n" if t.title else ""
-    # wide tables scroll inside their own box rather than widening the page
-    return (f'{title}<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>\n'
-            + "\n".join(body) + f"\n</tbody></table></div>\n{caption}")
-
-
-def _html_figure(f: RenderedFigure) -> str:
-    data = base64.b64encode(f.png).decode("ascii")
-    return (f'<figure id="fig-{_h(f.spec.name)}"><img src="data:image/png;base64,{data}" '
-            f'alt="{_h(f.spec.title)}" width="{f.width_px}" height="{f.height_px}">'
-            f"<figcaption><b>{_h(f.spec.title)}.</b> {_h(f.spec.caption)}</figcaption></figure>")
+def document(rep: Report, secs: Sequence[Section] | None = None) -> Document:
+    """The report as one document: the page's head names the machines and the command; the
+    summary's points to the page."""
+    secs = sections(rep) if secs is None else secs
+    machines = ", ".join(dict.fromkeys(i.series for i in rep.runs))
+    head = [para(f"Machines: {machines or '-'} · generated {rep.generated_at}", tone="meta")]
+    if rep.command:
+        head.append(para("Made by: ", Code(rep.command), tone="meta"))
+    made = (para("Made by ", Code(rep.command), f" · generated {rep.generated_at}.") if rep.command
+            else para(f"Generated {rep.generated_at}."))
+    summary_head = (made, para("The full report, with figures, is ", Code("index.html"),
+                               " beside this file; every number is in ", Code("results.csv"), "."))
+    return Document("bench-suite report", tuple(secs), subject=machines, head=tuple(head),
+                    summary_head=summary_head, nav=True, footnote=NOISY_NOTE)
 
 
 def to_html(rep: Report, secs: Sequence[Section] | None = None) -> str:
-    secs = sections(rep) if secs is None else secs
-    nav = " ".join(f'<a href="#{_h(s.id)}">{_h(s.title)}</a>' for s in secs)
-    machines = ", ".join(dict.fromkeys(i.series for i in rep.runs))
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        # no network, no scripts: forbid both, so even an escaping bug could not fetch anything
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "img-src data:; style-src 'unsafe-inline'\">",
-        f"<title>bench-suite report: {_h(machines)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<header><h1>bench-suite report</h1>",
-        f'<p class="meta">Machines: {_h(machines) or "-"} · generated {_h(rep.generated_at)}</p>',
-    ]
-    if rep.command:
-        parts.append(f'<p class="meta">Made by: <code>{_h(rep.command)}</code></p>')
-    parts.append(f"<nav>{nav}</nav></header>")
-    for s in secs:
-        parts.append(f'<section id="{_h(s.id)}"><h2>{_h(s.title)}</h2>')
-        if s.intro:
-            parts.append(f"<p>{_h(s.intro)}</p>")
-        if s.items:
-            parts.append("<ul>" + "".join(f"<li><code>{_h(x)}</code></li>" for x in s.items) + "</ul>")
-        if s.figures:
-            parts.extend(_html_figure(f) for f in rep.figures)
-            if not rep.figures:
-                parts.append("<p>No figures: nothing was measured (or none was asked for).</p>")
-        parts.extend(_html_table(t) for t in s.tables)
-        for title, pairs in s.details:
-            dl = "".join(f"<dt>{_h(k)}</dt><dd>{_h(v)}</dd>" for k, v in pairs)
-            parts.append(f"<details><summary>{_h(title)}</summary><dl>{dl}</dl></details>")
-        parts.append("</section>")
-    parts.append(f'<p class="caption">{_h(NOISY_NOTE)}</p></body></html>')
-    return "\n".join(parts) + "\n"
-
-
-# --- 3b. Markdown ---------------------------------------------------------------------------
-
-md_escape = md_text  # every string, ours or from a run file, goes through report/escape.py
-
-
-def _md_code(text: str) -> str:
-    """An inline code span: its content is literal, except a backtick (which would end it)."""
-    s = "".join(ch if ch.isprintable() else " " for ch in text).replace("`", "'")
-    return f"`{s}`"
-
-
-def _md_table(t: DisplayTable) -> str:
-    head = "| " + " | ".join(md_cell(h) for h in t.header) + " |"
-    left = [c.left for c in t.rows[0]] if t.rows else [i < t.left_cols for i in range(len(t.header))]
-    align = "| " + " | ".join(":--" if x else "--:" for x in left) + " |"
-    rows = ["| " + " | ".join(md_cell(c.text) for c in row) + " |" for row in t.rows]
-    out = [f"**{md_escape(t.title)}**", ""] if t.title else []
-    out += [head, align, *rows]
-    if t.caption:
-        out += ["", f"<sub>{md_escape(t.caption)}</sub>"]
-    return "\n".join(out)
-
-
-def _md_section(rep: Report, s: Section) -> str:
-    out = [f"### {md_escape(s.title)}"]
-    if s.intro:
-        out.append(md_escape(s.intro))
-    for x in s.items:
-        out.append(f"- {md_escape(x)}")
-    if s.figures:
-        # relative links: they work where the report folder is browsed (a repository, an
-        # artifact); a job summary cannot show local images, so no broken <img> there
-        out.append(" · ".join(f"[{md_escape(f.spec.title)}](figures/{f.spec.name}.png)"
-                              for f in rep.figures) or "No figures.")
-    for t in s.tables:
-        out.append(_md_table(t))
-    for title, pairs in s.details:
-        out.append(f"- **{md_escape(title)}**: "
-                   + "; ".join(f"{md_escape(k)}: {md_escape(v)}" for k, v in pairs))
-    return "\n\n".join(out)
+    return renderer.to_html(document(rep, secs))
 
 
 def to_markdown(rep: Report, secs: Sequence[Section] | None = None,
                 limit: int = MARKDOWN_LIMIT) -> str:
-    secs = list(sections(rep) if secs is None else secs)
-    machines = ", ".join(dict.fromkeys(i.series for i in rep.runs))
-    head = [f"## bench-suite report: {md_escape(machines)}", ""]
-    if rep.command:
-        head += [f"Made by {_md_code(rep.command)} · generated {md_escape(rep.generated_at)}.", ""]
-    else:
-        head += [f"Generated {md_escape(rep.generated_at)}.", ""]
-    head.append("The full report, with figures, is `index.html` beside this file; every number "
-                "is in `results.csv`.")
-    bodies = {s.id: _md_section(rep, s) for s in secs}
-    dropped: list[Section] = []
-    # Shorten from the least important end until the summary fits a pull-request comment.
-    by_priority = sorted(secs, key=lambda s: -s.priority)
-    while sum(len(b) + 2 for b in bodies.values()) + 400 > limit and by_priority:
-        victim = by_priority.pop(0)
-        if victim.priority == 0:
-            break
-        dropped.append(victim)
-        bodies.pop(victim.id, None)
-    parts = ["\n".join(head), *(bodies[s.id] for s in secs if s.id in bodies)]
-    if dropped:
-        parts.append("_Left out to fit a comment (see index.html): "
-                     + ", ".join(md_escape(s.title) for s in dropped) + "._")
-    parts.append(f"<sub>{md_escape(NOISY_NOTE)}</sub>")
-    text = "\n\n".join(parts) + "\n"
-    return text if len(text) <= limit else text[: limit - 40] + "\n\n(truncated)\n"
+    return renderer.to_markdown(document(rep, secs), limit)
 
 
 # --- writing --------------------------------------------------------------------------------
