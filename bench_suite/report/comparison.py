@@ -1,13 +1,13 @@
-"""Rendering a :class:`~bench_suite.analysis.compare.Comparison`: text, Markdown, HTML, JSON, figure.
+"""A :class:`~bench_suite.analysis.compare.Comparison` for people: its document (text, Markdown,
+HTML through ``renderer.py``), its JSON and its figure.
 
-Everything here formats what ``compare.compare`` computed; nothing is recomputed. Text from
-files (case ids, machine names, reasons, paths) is escaped for HTML and Markdown through
-``report/escape.py``. matplotlib is imported only when the HTML page or the figure is drawn.
+Everything here formats what ``compare.compare`` computed; nothing is recomputed.
+:func:`comparison_document` builds the one section model that every format renders, escaping
+each string for its format there. matplotlib is imported only when the figure is drawn.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import math
@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench_suite.analysis.compare import CasePair, Comparison
-from bench_suite.report.escape import html_text, md_cell, md_text
+from bench_suite.report import renderer
+from bench_suite.report.document import Cell, DisplayTable, Document, Figure, Section, Strong, para, png_size
 from bench_suite.report.format import fmt_change, fmt_interval, fmt_time, fmt_time_ratio
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure as MplFigure
 
 FORMATS = ("text", "md", "html", "json")
 
@@ -138,12 +139,11 @@ def _pair_header(c: Comparison) -> list[str]:
             "note"]
 
 
-# --- text ---------------------------------------------------------------------------------
+# --- the document -------------------------------------------------------------------------
 
 
 GEOMEAN_HEADER = ("op", "backend", "cases", "geomean", "change", "slower", "faster", "unchanged",
                   "inconclusive")
-GEOMEAN_RIGHT = {2, 3, 4, 5, 6, 7, 8}
 
 
 def geomean_rows(c: Comparison) -> list[list[str]]:
@@ -152,54 +152,54 @@ def geomean_rows(c: Comparison) -> list[list[str]]:
              str(g.faster), str(g.unchanged), str(g.inconclusive)] for g in c.geomeans]
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [cell.rjust(w) if i in right else cell.ljust(w)
-               for i, (cell, w) in enumerate(zip(cells, widths, strict=True))]
-        return "  ".join(out).rstrip()
-
-    return [line(header), *(line(r) for r in rows)]
+def _cells(row: Sequence[str], left: set[int], tone: str = "", tone_col: int | None = None) -> tuple[Cell, ...]:
+    return tuple(Cell(x, left=i in left, tone=tone if i == tone_col else "") for i, x in enumerate(row))
 
 
-def _plain(value: object) -> str:
-    # a terminal is not HTML, but control characters from a file could still move the cursor
-    return "".join(ch if ch.isprintable() else " " for ch in str(value))
+#: The text columns of each table (the rest are numbers, aligned right).
+_PAIR_TEXT, _GEOMEAN_TEXT = {0, 5, 9, 10}, {0, 1}
+_VERDICT_COL = 9
 
 
-def render_text(c: Comparison) -> str:
-    out = [f"bench-suite compare: {_plain(_side(c, 'base'))}",
-           f"                 vs {_plain(_side(c, 'cand'))}", settings_line(c), ""]
+def comparison_document(c: Comparison, figure: bool = False) -> Document:
+    """The comparison as a document; ``figure``: draw the ratio per case (the page shows it)."""
+    head = [para(Strong("BASE"), " ", _side(c, "base"), tone="meta"),
+            para(Strong("CAND"), " ", _side(c, "cand"), tone="meta"),
+            para(headline(c), tone="bad" if c.has_regression else "good"),
+            para(f"{settings_line(c)}. Verdicts are explained in docs/compare.md.", tone="muted")]
+    if not c.env_differences:
+        head.append(para("Environment: same machine, software and settings."))
+    secs = []
     if c.env_differences:
-        hw = " -- " + _plain(hardware_line(c)) if c.different_hardware else ""
-        out.append("ENVIRONMENT DIFFERS" + hw)
-        rows = [[_plain(x) for x in r] for r in _env_rows(c)]
-        out += ["  " + r for r in _table(["differs in", "BASE", "CAND"], rows, set())]
-    else:
-        out.append("environment: same machine, software and settings")
-    out += ["", headline(c), ""]
+        env = DisplayTable("", ("differs in", "BASE", "CAND"),
+                           tuple(_cells(r, {0, 1, 2}) for r in _env_rows(c)))
+        secs.append(Section("environment", "Environment differs", tables=(env,),
+                            warning=hardware_line(c)))
+    png = figure_png(c) if figure else None
+    if png is not None:
+        drawn = Figure("comparison", "Ratio per case",
+                       "Time ratio CAND / BASE per case with its interval (log scale; above 1 is "
+                       "slower); regressions in the warning colour.", png, *png_size(png))
+        secs.append(Section("figure", "Ratio per case", figures=(drawn,)))
     if c.pairs:
-        rows = [[_plain(x) for x in _pair_cells(p)] for p in ordered_pairs(c)]
-        out += _table(_pair_header(c), rows, {1, 2, 3, 4, 6, 7, 8})
-        out.append("")
+        pairs = ordered_pairs(c)
+        table = DisplayTable("", tuple(_pair_header(c)),
+                             tuple(_cells(_pair_cells(p), _PAIR_TEXT, p.verdict, _VERDICT_COL) for p in pairs),
+                             row_tones=tuple(p.verdict for p in pairs))
+        secs.append(Section("cases", "Cases", tables=(table,)))
     if c.geomeans:
-        out.append("geometric mean of ratios per op and backend")
-        rows = [[_plain(x) for x in r] for r in geomean_rows(c)]
-        out += _table(GEOMEAN_HEADER, rows, GEOMEAN_RIGHT)
-        out.append("")
-    for title, items in (("only in BASE", c.only_base), ("only in CAND", c.only_cand)):
+        table = DisplayTable("", GEOMEAN_HEADER, tuple(_cells(r, _GEOMEAN_TEXT) for r in geomean_rows(c)))
+        secs.append(Section("geomeans", "Geometric mean of ratios", tables=(table,)))
+    for side, items in (("BASE", c.only_base), ("CAND", c.only_cand)):
         if items:
-            out.append(f"{title} ({len(items)}):")
-            out += [f"  {_plain(o.case_id)}  [{o.status}]" for o in items]
-            out.append("")
+            secs.append(Section(f"only-{side.lower()}", f"only in {side} ({len(items)})",
+                                items=tuple(f"{o.case_id} ({o.status})" for o in items)))
     if c.not_compared:
-        out.append(f"not compared, failed or skipped on a side ({len(c.not_compared)}):")
-        for why, ids in not_compared_groups(c):
-            out.append(f"  {_plain(why)}:")
-            out += [f"    {_plain(i)}" for i in ids]
-        out.append("")
-    return "\n".join(out).rstrip() + "\n"
+        table = DisplayTable("", ("why", "cases"), tuple(
+            _cells((why, ", ".join(ids)), {0, 1}) for why, ids in not_compared_groups(c)))
+        secs.append(Section("not-compared", "Not compared: failed or skipped on a side "
+                                            f"({len(c.not_compared)})", tables=(table,)))
+    return Document("bench-suite compare", tuple(secs), head=tuple(head), level=3)
 
 
 def _status(status: str, reason: str) -> str:
@@ -218,48 +218,6 @@ def not_compared_groups(c: Comparison) -> list[tuple[str, list[str]]]:
                    f"CAND {_status(n.cand_status, n.cand_reason)}")
         groups.setdefault(why, []).append(n.case_id)
     return list(groups.items())
-
-
-# --- Markdown -----------------------------------------------------------------------------
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
-    align = ["---:" if i in right else "---" for i in range(len(header))]
-    return ["| " + " | ".join(md_cell(h) for h in header) + " |", "| " + " | ".join(align) + " |",
-            *("| " + " | ".join(md_cell(x) for x in r) + " |" for r in rows)]
-
-
-def render_markdown(c: Comparison) -> str:
-    mark = ":red_circle: " if c.has_regression else ":white_check_mark: "
-    out = ["### bench-suite compare", "",
-           f"**BASE** {md_text(_side(c, 'base'))}  ", f"**CAND** {md_text(_side(c, 'cand'))}", "",
-           f"{mark}**{md_text(headline(c))}**", "", f"_{md_text(settings_line(c))}_", ""]
-    if c.env_differences:
-        out.append("#### Environment differences")
-        if c.different_hardware:
-            out += ["", f"> :warning: **{md_text(hardware_line(c))}**"]
-        out.append("")
-        out += _md_table(["differs in", "BASE", "CAND"], _env_rows(c), set())
-        out.append("")
-    if c.pairs:
-        out += ["#### Cases", ""]
-        out += _md_table(_pair_header(c), [_pair_cells(p) for p in ordered_pairs(c)], {1, 2, 3, 4, 6, 7, 8})
-        out.append("")
-    if c.geomeans:
-        out += ["#### Geometric mean of ratios", ""]
-        out += _md_table(GEOMEAN_HEADER, geomean_rows(c), GEOMEAN_RIGHT)
-        out.append("")
-    for title, items in (("Only in BASE", c.only_base), ("Only in CAND", c.only_cand)):
-        if items:
-            out += [f"#### {title} ({len(items)})", ""]
-            out += [f"- {md_text(o.case_id)} ({md_text(o.status)})" for o in items]
-            out.append("")
-    if c.not_compared:
-        out += [f"#### Not compared: failed or skipped on a side ({len(c.not_compared)})", ""]
-        out += _md_table(["why", "cases"], [[why, ", ".join(ids)] for why, ids in not_compared_groups(c)],
-                         set())
-        out.append("")
-    return "\n".join(out).rstrip() + "\n"
 
 
 # --- JSON ---------------------------------------------------------------------------------
@@ -299,7 +257,7 @@ def ratio_ticks(lo: float, hi: float, most: int = 12) -> list[float]:
     return sorted(set(kept))
 
 
-def comparison_figure(c: Comparison) -> Figure | None:
+def comparison_figure(c: Comparison) -> MplFigure | None:
     """Ratio per case with its interval on a log axis; regressions in the warning colour."""
     pairs, total = figure_pairs(c)
     if not pairs:
@@ -362,85 +320,6 @@ def figure_png(c: Comparison, dpi: int = 100) -> bytes | None:
     return buf.getvalue()
 
 
-# --- HTML ---------------------------------------------------------------------------------
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
-padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
-th,td{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.slower{color:#D55E00;font-weight:bold}td.faster{color:#009E73;font-weight:bold}
-td.inconclusive{color:#777}td.unchanged{color:#555}
-tr.slower td{background:#fbe9e1}
-.banner{padding:.6em 1em;border-radius:4px;margin:1em 0}
-.bad{background:#fbe9e1;border:1px solid #D55E00}.good{background:#e3f4ee;border:1px solid #009E73}
-.warn{background:#fff4d6;border:1px solid #E69F00}
-img{max-width:100%}code{font-size:.95em}.muted{color:#666;font-size:.9em}
-"""
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int],
-                row_class: Callable[[int], str] | None = None, class_col: int | None = None) -> str:
-    """A table; ``row_class`` names each row's class, and the cell in ``class_col`` gets its
-    row's class too (the verdict cell carries the verdict's colour)."""
-    head = "".join(f"<th>{html_text(h)}</th>" for h in header)
-    body = []
-    for k, r in enumerate(rows):
-        cls = html_text(row_class(k)) if row_class else ""
-        cells = []
-        for i, x in enumerate(r):
-            klass = "num" if i in right else (cls if i == class_col else "")
-            attr = f' class="{klass}"' if klass else ""
-            cells.append(f"<td{attr}>{html_text(x)}</td>")
-        body.append(f'<tr class="{cls}">' if cls else "<tr>")
-        body[-1] += "".join(cells) + "</tr>"
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def render_html(c: Comparison, figure: bool = True) -> str:
-    """A self-contained page: styles inline, the figure embedded as a base64 PNG."""
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>bench-suite compare</title>", f"<style>{_CSS}</style></head><body>",
-             "<h1>bench-suite compare</h1>",
-             f"<p><b>BASE</b> {html_text(_side(c, 'base'))}<br><b>CAND</b> {html_text(_side(c, 'cand'))}</p>",
-             f'<div class="banner {"bad" if c.has_regression else "good"}">'
-             f"<b>{html_text(headline(c))}</b></div>",
-             f'<p class="muted">{html_text(settings_line(c))}. '
-             "Verdicts are explained in docs/compare.md.</p>"]
-    if c.env_differences:
-        parts.append("<h2>Environment differences</h2>")
-        if c.different_hardware:
-            parts.append(f'<div class="banner warn">{html_text(hardware_line(c))}</div>')
-        parts.append(_html_table(["differs in", "BASE", "CAND"], _env_rows(c), set()))
-    else:
-        parts.append("<p>Environment: same machine, software and settings.</p>")
-    png = figure_png(c) if figure else None
-    if png is not None:
-        data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<h2>Ratio per case</h2><img alt="time ratio CAND/BASE per case with its interval" '
-                     f'src="data:image/png;base64,{data}">')
-    if c.pairs:
-        pairs = ordered_pairs(c)
-        rows = [_pair_cells(p) for p in pairs]
-        table = _html_table(_pair_header(c), rows, {1, 2, 3, 4, 6, 7, 8}, lambda k: pairs[k].verdict, class_col=9)
-        parts += ["<h2>Cases</h2>", table]
-    if c.geomeans:
-        parts += ["<h2>Geometric mean of ratios</h2>",
-                  _html_table(GEOMEAN_HEADER, geomean_rows(c), GEOMEAN_RIGHT)]
-    for title, items in (("Only in BASE", c.only_base), ("Only in CAND", c.only_cand)):
-        if items:
-            lis = "".join(f"<li><code>{html_text(o.case_id)}</code> ({html_text(o.status)})</li>"
-                          for o in items)
-            parts.append(f"<h2>{title} ({len(items)})</h2><ul>{lis}</ul>")
-    if c.not_compared:
-        parts += [f"<h2>Not compared: failed or skipped on a side ({len(c.not_compared)})</h2>",
-                  _html_table(["why", "cases"],
-                              [[why, ", ".join(ids)] for why, ids in not_compared_groups(c)], set())]
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
 _SUFFIX_FORMATS = {".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".json": "json",
                    ".txt": "text"}
 
@@ -468,7 +347,10 @@ def write_output(text: str, path: Path) -> None:
 def render(c: Comparison, fmt: str) -> str:
     """The comparison in one of ``FORMATS``."""
     renderers: dict[str, Callable[[Comparison], str]] = {
-        "text": render_text, "md": render_markdown, "html": render_html, "json": render_json,
+        "text": lambda c: renderer.to_text(comparison_document(c)),
+        "md": lambda c: renderer.to_markdown(comparison_document(c)),
+        "html": lambda c: renderer.to_html(comparison_document(c, figure=True)),
+        "json": render_json,
     }
     if fmt not in renderers:
         from bench_suite.core.errors import UsageError

@@ -198,7 +198,8 @@ def to_text(doc: Document) -> str:
     out = []
     if doc.title:
         out.append(plain_text(doc.title + (f": {doc.subject}" if doc.subject else "")))
-    out += [plain_text(p.text) for p in doc.head]
+    for p in doc.head:  # the head lines under the title; each remark apart
+        out += [plain_text(p.text)] if p.tone == "meta" else ["", plain_text(p.text)]
     for s in doc.sections:
         out += ["", *_text_section(s)]
     if doc.footnote:
