@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -817,75 +816,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return report.exit_status
 
 
-def _fmt_per_s(value: float | None, unit: str) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    if unit == "FLOP/s":
-        return f"{value / 1e12:,.1f} TFLOP/s" if value >= 1e12 else f"{value / 1e9:,.1f} GFLOP/s"
-    return f"{value / 1e12:,.2f} TB/s" if value >= 1e12 else f"{value / 1e9:,.1f} GB/s"
-
-
 def _print_doctor(report: Any) -> None:
-    from rich.table import Table
+    from bench_suite.report.doctor_document import doctor_document
+    from bench_suite.report.renderer import to_text
 
-    console = _stdout_console()
-    for d in report.devices:
-        ref = f" (reference: {d.reference_title})" if d.reference_title else " (unknown model)"
-        t = Table(title=f"{d.device} {d.model}{ref}", title_justify="left")
-        for col in ("figure", "measured", "reference", "% of reference", "normal from"):
-            t.add_column(col, justify="left" if col == "figure" else "right")
-        for f in d.figures:
-            pct = f.pct
-            t.add_row(f.label, _fmt_per_s(f.measured, f.unit), _fmt_per_s(f.reference, f.unit),
-                      "-" if pct != pct else f"{pct:.0f}%" + (" (low)" if f.low else ""),
-                      f"{f.normal_at_least:.0%}" if f.reference else "-")
-        console.print(t)
-        for line in _state_lines(d):
-            console.print(f"  {line}", highlight=False, markup=False)
-        for x in d.findings:
-            console.print(f"  {'fault' if x.fault else 'note'}: {x.text}", highlight=False, markup=False)
-        verdict = d.verdict + (f": {d.cause}" if d.cause else "")
-        console.print(f"  verdict: {verdict}  ({d.seconds:.1f} s)", highlight=False, markup=False)
-        if d.advice:
-            console.print(f"  {d.advice}", highlight=False, markup=False)
-        console.print()
-    below = sum(d.verdict == "below normal" for d in report.devices)
-    print(f"{len(report.devices)} device{'s' * (len(report.devices) != 1)} checked: "
-          f"{below} below normal" if below else
-          f"{len(report.devices)} device{'s' * (len(report.devices) != 1)} checked: none below normal")
-
-
-def _state_lines(d: Any) -> list[str]:
-    s = d.state
-    if d.device == "cpu":
-        load = s.get("load") or {}
-        blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} {b.get('architecture') or ''}".strip()
-                         for b in s.get("blas") or () if b.get("user_api") == "blas") or "none found"
-        other, steal = load.get("other_cores"), load.get("steal_cores")
-        parts = [f"governor {s.get('governor') or 'n/a (no cpufreq)'}",
-                 f"other processes {'-' if other is None else f'{other:.2f}'} of {load.get('cores')} cores"
-                 + (f", steal {steal:.2f}" if steal else ""),
-                 f"load average {s.get('load_average_1m')}", f"BLAS {blas}"]
-        return ["state: " + "; ".join(parts)]
-    if not s.get("available"):
-        return [f"state: {s.get('reason', 'not read')}"]
-    load = s.get("load") or {}
-
-    def mhz(v: Any) -> str:
-        return "-" if v is None else f"{v:.0f}"
-
-    reasons = ", ".join(f"{k} {v:.0%}" for k, v in (load.get("reasons") or {}).items()) or "none"
-    procs = [p for p in s.get("processes") or () if not p.get("own")]
-    return [
-        f"clocks under load: SM {mhz(load.get('sm_clock_mhz'))} of {mhz(s.get('max_sm_clock_mhz'))} MHz, "
-        f"memory {mhz(load.get('mem_clock_mhz'))} of {mhz(s.get('max_mem_clock_mhz'))} MHz; "
-        f"power limit {mhz(s.get('power_limit_w'))} W (default {mhz(s.get('default_power_limit_w'))} W), "
-        f"peak draw {mhz(load.get('max_power_w'))} W, {mhz(load.get('max_temp_c'))} °C",
-        f"clock-event reasons under load: {reasons}; PCIe Gen{mhz(load.get('pcie_gen'))} "
-        f"x{mhz(load.get('pcie_width'))} of Gen{mhz(s.get('pcie_max_gen'))} x{mhz(s.get('pcie_max_width'))}; "
-        f"ECC uncorrected {mhz(s.get('ecc_uncorrected_volatile'))}, corrected "
-        f"{mhz(s.get('ecc_corrected_volatile'))}; other processes: {len(procs)}",
-    ]
+    sys.stdout.write(to_text(doctor_document(report)))
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

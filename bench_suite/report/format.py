@@ -41,3 +41,12 @@ def fmt_ratio(value: float) -> str:
     if value is None or not math.isfinite(value):
         return "-"
     return f"{value:.2f}x"
+
+
+def fmt_per_s(value: float | None, unit: str) -> str:
+    """A rate in FLOP/s or B/s at the scale of today's devices: TFLOP/s or GFLOP/s, TB/s or GB/s."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if unit == "FLOP/s":
+        return f"{value / 1e12:,.1f} TFLOP/s" if value >= 1e12 else f"{value / 1e9:,.1f} GFLOP/s"
+    return f"{value / 1e12:,.2f} TB/s" if value >= 1e12 else f"{value / 1e9:,.1f} GB/s"

@@ -189,7 +189,7 @@ def _text_section(s: Section) -> list[str]:
     for title, pairs in s.details:
         out.append(plain_text(title) + ":")
         out += [f"  {plain_text(k)}: {plain_text(v)}" for k, v in pairs]
-    out += [plain_text(n) for n in s.notes]
+    out += [f"  {plain_text(n)}" for n in s.notes]  # under the table, as its remarks
     return out
 
 
