@@ -487,6 +487,8 @@ def _print_runset(rs: Any) -> None:
     from rich.table import Table
 
     from bench_suite.report import fleet
+    from bench_suite.report.document import Document
+    from bench_suite.report.renderer import to_text
     from bench_suite.store.results import to_frame
 
     console = _stdout_console()
@@ -503,17 +505,10 @@ def _print_runset(rs: Any) -> None:
                                 for s in ("ok", "skipped", "failed"))
         t.add_row(str(st.rank), st.host or "?", devs, st.status, counts, st.path)
     console.print(t)
-    frame = to_frame(rs.runs)
-    summary = fleet.device_summary(fleet.fleet_table(frame))
-    if not summary.empty:
-        f = Table(title="devices against the fleet median", title_justify="left")
-        for col in ("device", "model", "cases", "median % of fleet", "slowest case", "flag"):
-            f.add_column(col, justify="right" if col in ("cases", "median % of fleet") else "left")
-        for r in summary.itertuples(index=False):
-            f.add_row(r.device_label, r.model, str(r.cases), f"{r.median_rel:.1%}",
-                      f"{r.slowest_case} ({r.min_rel:.1%})",
-                      "straggler" if r.straggler else "")
-        console.print(f)
+    table = fleet.fleet_table(to_frame(rs.runs))
+    section = fleet.fleet_section(table, fleet.device_summary(table))
+    if section is not None:
+        sys.stdout.write(to_text(Document("", (section,))))
     for st in rs.missing:
         print(f"{'missing' if st.status == 'lost' else 'incomplete'}: {st.describe()}", file=sys.stderr)
     print(f"\nsaved a run set of {len(rs.runs)} of {rs.world_size} ranks "

@@ -14,7 +14,7 @@ and uneven cooling spread healthy GPUs of one node by a few percent; more than 5
 look (``bench-suite doctor`` on that device says why).
 
 Tables here, computed from ``results.to_frame``; the figure registers itself with the report's
-figure registry (``figures.PLUGINS``); ``render.py`` lays out the section.
+figure registry (``figures.PLUGINS``); :func:`fleet_section` is the report's section.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import math
 from typing import TYPE_CHECKING
 
 from bench_suite.report import tables
+from bench_suite.report.document import Cell, DisplayTable, Section
 from bench_suite.report.figures import register, safe_text
+from bench_suite.report.format import fmt_pct, fmt_rate, is_missing
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,19 +50,10 @@ def _family(backend: str) -> str:
 def device_label(host: object, device: object, index: object) -> str:
     host_text = str(host) if isinstance(host, str) and host else "?"
     if device == "cpu":
-        dev = "cpu" if _missing(index) else f"cpu#{int(index)}"  # type: ignore[call-overload]
+        dev = "cpu" if is_missing(index) else f"cpu#{int(index)}"  # type: ignore[call-overload]
     else:
         dev = str(device)
     return f"{host_text} {dev}"
-
-
-def _missing(value: object) -> bool:
-    try:
-        import pandas as pd
-
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return value is None
 
 
 def fleet_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -149,6 +142,51 @@ def stragglers_text(summary: pd.DataFrame) -> str:
     """"node2 cuda:3 (91%), ..." for the flagged devices; "" when none is."""
     flagged = summary[summary["straggler"]] if not summary.empty else summary
     return ", ".join(f"{r.device_label} ({r.median_rel:.0%})" for r in flagged.itertuples(index=False))
+
+
+def fleet_section(f: pd.DataFrame, d: pd.DataFrame) -> Section | None:
+    """The fleet as a section: each device against the median of its fleet (devices of one
+    model, same case); ``f`` is :func:`fleet_table`, ``d`` its :func:`device_summary`. None
+    where no case had two devices."""
+    if f.empty:
+        return None
+    flagged = stragglers_text(d)
+    models = d["model"].nunique()
+    intro = (f"{len(d)} devices{f' of {models} models' if models > 1 else ''}, each against the "
+             "median of the devices of its model on the same case. ")
+    intro += (f"More than {STRAGGLER_BELOW:.0%} below the fleet median: {flagged}."
+              if flagged else f"No device is more than {STRAGGLER_BELOW:.0%} below the fleet median.")
+    rows = tuple(
+        (Cell(str(r.host), left=True), Cell(str(r.device) + ("" if is_missing(r.device_index) or r.device != "cpu"
+                                                              else f"#{int(r.device_index)}"), left=True),
+         Cell(str(r.model), left=True), Cell(str(r.cases)), Cell(fmt_pct(r.median_rel)),
+         Cell(f"{r.slowest_case} ({fmt_pct(r.min_rel)})", left=True),
+         Cell(f"straggler: {fmt_pct(1 - r.median_rel)} below" if r.straggler else "", left=True,
+              noisy=bool(r.straggler)))
+        for r in d.itertuples(index=False)
+    )
+    devices = DisplayTable(
+        "Devices", ("host", "device", "model", "cases", "median % of fleet", "slowest case", "flag"),
+        rows, f"Median % of fleet: the median over the device's cases of its rate / the fleet's "
+        f"median rate on that case. Flagged: more than {STRAGGLER_BELOW:.0%} below.", 3)
+    shown = case_columns(f)
+    by_cell = {(r.device_label, r.case): r for r in f.itertuples(index=False)}
+    case_rows = []
+    for r in d.itertuples(index=False):
+        cells = []
+        for case in shown:
+            c = by_cell.get((r.device_label, case))
+            cells.append(Cell("-") if c is None else Cell(
+                f"{fmt_rate(c.rate, c.rate_unit)} · {fmt_pct(c.rel)}", bool(c.below),
+                f"fleet median {fmt_rate(c.fleet_median, c.rate_unit)} over {c.devices_in_fleet} devices"))
+        case_rows.append((Cell(str(r.device_label), left=True), *cells))
+    more = f.groupby("case").ngroups - len(shown)
+    per_case = DisplayTable(
+        "Per case", ("device", *shown), tuple(case_rows),
+        "Rate · % of the fleet median, per case" + (f" (the {len(shown)} cases with the widest "
+                                                   f"spread; {more} more in results.csv)" if more > 0 else "")
+        + ". Highlighted: more than 5% below.", 1)
+    return Section("fleet", "Fleet", intro=intro, tables=(devices, per_case), priority=2)
 
 
 @register(

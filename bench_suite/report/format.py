@@ -36,6 +36,23 @@ def fmt_interval(lo: float, hi: float) -> str:
     return f"[{lo:.3f}, {hi:.3f}]"
 
 
+def fmt_pct(value: float | None, digits: int = 0) -> str:
+    """A fraction as a percentage: 0.42 -> 42%; "-" where there is none."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}%}"
+
+
+def is_missing(value: object) -> bool:
+    """None, NaN, NaT or pandas' NA: a cell with nothing in it."""
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # not a scalar
+        return value is None
+
+
 def fmt_ratio(value: float) -> str:
     """A speedup (many cores over one, GPU over CPU): two decimals and an x."""
     if value is None or not math.isfinite(value):

@@ -32,7 +32,7 @@ from bench_suite.env.collect import lookup
 from bench_suite.report import fleet, renderer, tables
 from bench_suite.report.document import Cell, Code, DisplayTable, Document, Figure, Section, para
 from bench_suite.report.escape import csv_frame
-from bench_suite.report.format import fmt_rate, fmt_ratio, fmt_time
+from bench_suite.report.format import fmt_pct, fmt_rate, fmt_ratio, fmt_time, is_missing
 from bench_suite.store.results import Run, atomic_write_text, to_frame
 
 if TYPE_CHECKING:
@@ -222,10 +222,6 @@ def _ratio_cell(value: float, noisy: bool = False, title: str = "") -> Cell:
     return Cell(fmt_ratio(value) + (f" {NOISY_MARK}" if noisy else ""), noisy, title)
 
 
-def _pct(value: float) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.0%}"
-
-
 def _pivot(df: pd.DataFrame, keys: Sequence[tuple[str, str]], col: str, order: Sequence[str],
            cell: Callable[[Any], Cell], title: str, caption: str = "",
            col_header: Callable[[str], str] = str) -> DisplayTable | None:
@@ -335,7 +331,7 @@ def _op_sections(rep: Report) -> list[Section]:
                      *grad, *variant]
             found.append(_pivot(
                 c, ckeys, "threads_label", labels,
-                lambda r: Cell(f"{fmt_ratio(r.speedup)} · {_pct(r.efficiency)}"
+                lambda r: Cell(f"{fmt_ratio(r.speedup)} · {fmt_pct(r.efficiency)}"
                                + (f" {NOISY_MARK}" if r.noisy else ""), bool(r.noisy),
                                f"{int(r.threads)} threads"),
                 "CPU thread scaling",
@@ -364,8 +360,8 @@ def _mlp_breakdown_table(bd: pd.DataFrame) -> DisplayTable | None:
         cells.append(Cell(fmt_time(r.step_s) + (f" {NOISY_MARK}" if r.noisy else ""), bool(r.noisy)))
         for p in tables.STEP_PHASES:
             t, share = getattr(r, f"{p}_s"), getattr(r, f"{p}_share")
-            cells.append(Cell("-" if t != t else f"{fmt_time(t)} · {_pct(share)}"))
-        cells.append(Cell(_pct(r.phases_over_step)))
+            cells.append(Cell("-" if t != t else f"{fmt_time(t)} · {fmt_pct(share)}"))
+        cells.append(Cell(fmt_pct(r.phases_over_step)))
         rows.append(tuple(cells))
     return DisplayTable(
         "Where the training step's time goes", header, tuple(rows),
@@ -429,7 +425,7 @@ def _break_even_section(rep: Report) -> Section | None:
                 ("backend", "GPU"), ("memory", "host memory")]
         rows = tuple(
             (*(Cell(_key_text(getattr(r, k)), left=True) for k, _ in keys),
-             Cell("-" if r.n_break is None or _isna(r.n_break) else f"n={int(r.n_break)}"),
+             Cell("-" if r.n_break is None or is_missing(r.n_break) else f"n={int(r.n_break)}"),
              Cell(str(r.status), left=True),
              Cell("-" if r.host_s != r.host_s else fmt_time(r.host_s)),
              Cell("-" if r.trip_s != r.trip_s else fmt_time(r.trip_s)),
@@ -491,7 +487,7 @@ def _headline_section(rep: Report) -> Section | None:
 
     def cell(r: Any) -> Cell:
         c = _ratio_cell(r.value, r.noisy)
-        if r.threads is not None and not _isna(r.threads) and c.text != "-":
+        if r.threads is not None and not is_missing(r.threads) and c.text != "-":
             return Cell(f"{c.text} on {int(r.threads)}", c.noisy, c.title)
         return c
 
@@ -499,15 +495,6 @@ def _headline_section(rep: Report) -> Section | None:
                    "At every core, plain forward or backward pass. 'X / Y': Y's time over X's; "
                    "'all threads / 1': speedup of all cores over one, on N cores.")
     return Section("headline", "Headline", tables=(table,) if table else (), priority=1)
-
-
-def _isna(value: Any) -> bool:
-    try:
-        import pandas as pd
-
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 _PEAK_HEADERS = {"peak_gflops": "measured peak GFLOP/s", "peak_gbps": "measured peak GB/s",
@@ -531,57 +518,13 @@ def _peaks_section(rep: Report) -> Section | None:
     return Section("peaks", "Device peaks", tables=(table,), priority=6)
 
 
-def _fleet_section(rep: Report) -> Section | None:
-    """Each device against the median of its fleet (devices of one model, same case)."""
-    f, d = rep.tables["fleet"], rep.tables["fleet_devices"]
-    if f.empty:
-        return None
-    flagged = fleet.stragglers_text(d)
-    models = d["model"].nunique()
-    intro = (f"{len(d)} devices{f' of {models} models' if models > 1 else ''}, each against the "
-             "median of the devices of its model on the same case. ")
-    intro += (f"More than {fleet.STRAGGLER_BELOW:.0%} below the fleet median: {flagged}."
-              if flagged else f"No device is more than {fleet.STRAGGLER_BELOW:.0%} below the fleet median.")
-    rows = tuple(
-        (Cell(str(r.host), left=True), Cell(str(r.device) + ("" if _isna(r.device_index) or r.device != "cpu"
-                                                              else f"#{int(r.device_index)}"), left=True),
-         Cell(str(r.model), left=True), Cell(str(r.cases)), Cell(_pct(r.median_rel)),
-         Cell(f"{r.slowest_case} ({_pct(r.min_rel)})", left=True),
-         Cell(f"straggler: {_pct(1 - r.median_rel)} below" if r.straggler else "", left=True,
-              noisy=bool(r.straggler)))
-        for r in d.itertuples(index=False)
-    )
-    devices = DisplayTable(
-        "Devices", ("host", "device", "model", "cases", "median % of fleet", "slowest case", "flag"),
-        rows, f"Median % of fleet: the median over the device's cases of its rate / the fleet's "
-        f"median rate on that case. Flagged: more than {fleet.STRAGGLER_BELOW:.0%} below.", 3)
-    shown = fleet.case_columns(f)
-    by_cell = {(r.device_label, r.case): r for r in f.itertuples(index=False)}
-    case_rows = []
-    for r in d.itertuples(index=False):
-        cells = []
-        for case in shown:
-            c = by_cell.get((r.device_label, case))
-            cells.append(Cell("-") if c is None else Cell(
-                f"{fmt_rate(c.rate, c.rate_unit)} · {_pct(c.rel)}", bool(c.below),
-                f"fleet median {fmt_rate(c.fleet_median, c.rate_unit)} over {c.devices_in_fleet} devices"))
-        case_rows.append((Cell(str(r.device_label), left=True), *cells))
-    more = f.groupby("case").ngroups - len(shown)
-    per_case = DisplayTable(
-        "Per case", ("device", *shown), tuple(case_rows),
-        "Rate · % of the fleet median, per case" + (f" (the {len(shown)} cases with the widest "
-                                                   f"spread; {more} more in results.csv)" if more > 0 else "")
-        + ". Highlighted: more than 5% below.", 1)
-    return Section("fleet", "Fleet", intro=intro, tables=(devices, per_case), priority=2)
-
-
 def _noisy_section(rep: Report) -> Section:
     n = rep.tables["noisy"]
     if n.empty:
         return Section("noisy", "Noisy cells", intro="No noisy cells.", priority=2)
     rows = tuple(
         (Cell(str(r.series), left=True), Cell(str(r.case_id), left=True), Cell(fmt_time(r.median_s)),
-         Cell(f"±{r.rel_ci:.1%}"), Cell(_pct(r.rel_iqr)), Cell(str(r.n_samples)),
+         Cell(f"±{r.rel_ci:.1%}"), Cell(fmt_pct(r.rel_iqr)), Cell(str(r.n_samples)),
          Cell("yes" if r.converged else "no"))
         for r in n.itertuples(index=False)
     )
@@ -614,12 +557,9 @@ def _trust_section(rep: Report) -> Section:
             ("machine", "case", "median", "±", "rounds", "other cores", "why"), rows, BUSY_NOTE, 2))
     n = rep.tables["noise"]
     if not n.empty:
-        def pct(x: Any) -> str:
-            return "-" if x is None or x != x else f"{x * 100:.1f}%"
-
         rows = tuple(
-            (Cell(str(r.machine), left=True), Cell(str(r.case_id), left=True), Cell(pct(r.round_sd)),
-             Cell(pct(r.pair_sd)), Cell(pct(r.detectable_runs)), Cell(pct(r.detectable_ab)),
+            (Cell(str(r.machine), left=True), Cell(str(r.case_id), left=True), Cell(fmt_pct(r.round_sd, 1)),
+             Cell(fmt_pct(r.pair_sd, 1)), Cell(fmt_pct(r.detectable_runs, 1)), Cell(fmt_pct(r.detectable_ab, 1)),
              Cell("bimodal" if r.bimodal else "", left=True))
             for r in n.itertuples(index=False))
         out.append(DisplayTable(
@@ -701,7 +641,7 @@ def sections(rep: Report) -> list[Section]:
         Section("figures", "Figures", figures=tuple(_figure(f) for f in rep.figures), priority=6),
         *_op_sections(rep),
         _autograd_section(rep),
-        _fleet_section(rep),
+        fleet.fleet_section(rep.tables["fleet"], rep.tables["fleet_devices"]),
         _peaks_section(rep),
         _noisy_section(rep),
         _trust_section(rep),
