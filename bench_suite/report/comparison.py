@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from bench_suite.analysis.compare import CasePair, Comparison
 from bench_suite.report import renderer
 from bench_suite.report.document import Cell, DisplayTable, Document, Figure, Section, Strong, para, png_size
-from bench_suite.report.format import fmt_change, fmt_interval, fmt_time, fmt_time_ratio
+from bench_suite.report.format import fmt_change, fmt_interval, fmt_setting_pct, fmt_time, fmt_time_ratio
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
@@ -55,10 +55,6 @@ def fmt_p(p: float) -> str:
     return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:g}%"
-
-
 #: How each test method is described in the settings line.
 _METHODS = {
     "paired rounds": "paired t-test on the rounds (ab: round r of each side side by side)",
@@ -76,7 +72,7 @@ def settings_line(c: Comparison) -> str:
     combine = "pooled" if o.combine == "pool" else "latest only"
     methods = list(dict.fromkeys(p.method for p in c.pairs)) or ["samples"]
     how = "; ".join(_METHODS.get(m, m) for m in methods)
-    return (f"threshold {_pct(o.threshold)}, alpha {o.alpha:g} ({corr}); {_pct(o.confidence)} "
+    return (f"threshold {fmt_setting_pct(o.threshold)}, alpha {o.alpha:g} ({corr}); {fmt_setting_pct(o.confidence)} "
             f"intervals; {how}; measurements {combine}")
 
 
@@ -84,7 +80,7 @@ def headline(c: Comparison) -> str:
     n = c.counts()
     parts = [f"{n[v]} {v}" for v in ("slower", "faster", "unchanged", "inconclusive")]
     verdict = (f"REGRESSION: {len(c.regressions)} case{'s' if len(c.regressions) != 1 else ''} "
-               f"slower beyond {_pct(c.options.threshold)}" if c.has_regression else "no regression")
+               f"slower beyond {fmt_setting_pct(c.options.threshold)}" if c.has_regression else "no regression")
     flags: dict[str, int] = {}
     for p in c.pairs:
         if p.flag:
@@ -135,7 +131,7 @@ def _pair_cells(p: CasePair) -> list[str]:
 
 def _pair_header(c: Comparison) -> list[str]:
     return ["case", "base median", "cand median", "ratio", "change",
-            f"{_pct(c.options.confidence)} interval", "p (adj.)", "rounds", "detectable", "verdict",
+            f"{fmt_setting_pct(c.options.confidence)} interval", "p (adj.)", "rounds", "detectable", "verdict",
             "note"]
 
 
@@ -271,7 +267,7 @@ def comparison_figure(c: Comparison) -> MplFigure | None:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     ax.axvspan(o.lower, o.upper, color="#dddddd", alpha=0.6, lw=0,
-               label=f"within ±{_pct(o.threshold)} (threshold)")
+               label=f"within ±{fmt_setting_pct(o.threshold)} (threshold)")
     ax.axvline(1.0, color="black", lw=0.8)
     ys = range(len(pairs))
     for verdict in ("unchanged", "inconclusive", "faster", "slower"):
@@ -299,7 +295,7 @@ def comparison_figure(c: Comparison) -> MplFigure | None:
     ax.set_yticklabels([safe_text(p.case_id) for p in pairs], fontsize=7)
     ax.set_ylim(-0.7, len(pairs) - 0.3)
     ax.set_xlabel(f"time ratio CAND / BASE (log scale; >1 is slower), "
-                  f"{_pct(o.confidence)} bootstrap interval", fontsize=8)
+                  f"{fmt_setting_pct(o.confidence)} bootstrap interval", fontsize=8)
     ax.grid(True, axis="x", which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=7, framealpha=0.9)
     title = "Comparison per case"

@@ -43,6 +43,11 @@ def fmt_pct(value: float | None, digits: int = 0) -> str:
     return f"{value:.{digits}%}"
 
 
+def fmt_setting_pct(value: float) -> str:
+    """A setting given as a fraction, as the percentage it was given: 0.05 -> 5%, 0.025 -> 2.5%."""
+    return f"{value * 100:g}%"
+
+
 def is_missing(value: object) -> bool:
     """None, NaN, NaT or pandas' NA: a cell with nothing in it."""
     try:

@@ -518,12 +518,17 @@ def _peaks_section(rep: Report) -> Section | None:
     return Section("peaks", "Device peaks", tables=(table,), priority=6)
 
 
+def _case_cells(r: Any) -> tuple[Cell, Cell, Cell]:
+    """The machine, the case and its median: how the lists of single cases begin."""
+    return Cell(str(r.series), left=True), Cell(str(r.case_id), left=True), Cell(fmt_time(r.median_s))
+
+
 def _noisy_section(rep: Report) -> Section:
     n = rep.tables["noisy"]
     if n.empty:
         return Section("noisy", "Noisy cells", intro="No noisy cells.", priority=2)
     rows = tuple(
-        (Cell(str(r.series), left=True), Cell(str(r.case_id), left=True), Cell(fmt_time(r.median_s)),
+        (*_case_cells(r),
          Cell(f"±{r.rel_ci:.1%}"), Cell(fmt_pct(r.rel_iqr)), Cell(str(r.n_samples)),
          Cell("yes" if r.converged else "no"))
         for r in n.itertuples(index=False)
@@ -546,7 +551,7 @@ def _trust_section(rep: Report) -> Section:
     out: list[DisplayTable] = []
     if not u.empty:
         rows = tuple(
-            (Cell(str(r.series), left=True), Cell(str(r.case_id), left=True), Cell(fmt_time(r.median_s)),
+            (*_case_cells(r),
              Cell(f"±{r.rel_ci:.1%}"), Cell(str(r.rounds)),
              Cell("-" if r.contention != r.contention else f"{r.contention:.2f}"),
              Cell(", ".join(n for n, on in (("contended", r.contended), ("bimodal", r.bimodal)) if on),
@@ -578,7 +583,7 @@ def _launch_bound_section(rep: Report) -> Section | None:
     if lb is None or lb.empty:
         return None  # no CUDA case was launch-bound (or none was timed with events)
     rows = tuple(
-        (Cell(str(r.series), left=True), Cell(str(r.case_id), left=True), Cell(fmt_time(r.median_s)))
+        _case_cells(r)
         for r in lb.itertuples(index=False)
     )
     table = DisplayTable("Launch-bound cases", ("machine", "case", "median (launch rate)"), rows,
