@@ -45,8 +45,8 @@ def meas(op: str, backend: str, n: int, t: float | None, threads: int | None = 1
 
 
 def run(machine: str, measurements: Sequence[Measurement], run_id: str = "",
-        gpu: str = "", argv: Sequence[str] = ("run", "--preset", "quick")) -> Run:
-    env: dict[str, Any] = {"cpu": {"model": "Fake CPU", "usable_cores": CORES},
+        gpu: str = "", argv: Sequence[str] = ("run", "--preset", "quick"), cpu: str = "Fake CPU") -> Run:
+    env: dict[str, Any] = {"cpu": {"model": cpu, "usable_cores": CORES},
                            "memory": {"total_bytes": 16 * 2**30},
                            "packages": {"numpy": "2.0", "torch": "2.5"},
                            "torch": {"gpus": [{"name": gpu}] if gpu else []}}
