@@ -4,11 +4,11 @@ Three steps, each a function of the one before:
 
 1. :func:`build_report` computes: the frame, every table (``tables.py``) and every figure
    (``figures.py``, as PNG bytes). Nothing is formatted yet.
-2. :func:`sections` formats the numbers into display tables of plain strings, shared by both
-   renderers so the page and the summary say the same thing.
-3. :func:`to_html` and :func:`to_markdown` only lay those strings out, escaping every one of
-   them for their format: text from run files (machine names, GPU names, reasons) is
-   data, never markup.
+2. :func:`sections` formats the numbers into display tables of plain strings
+   (``document.py``'s section model), and :func:`document` puts them under the report's head;
+   the page and the summary render the same document, so they say the same thing.
+3. ``renderer.py`` only lays the document out, escaping every string for its format: text
+   from run files (machine names, GPU names, reasons) is data, never markup.
 
 The HTML page is self-contained (inline CSS, figures as base64 ``data:`` URIs, no script,
 nothing fetched from the network). The Markdown summary fits a GitHub Actions job summary and
