@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -188,3 +189,35 @@ def test_the_doctor_document_escapes_a_planted_model() -> None:
     md = renderer.to_markdown(doc)
     assert re.search(r"(?<!\\)<script", md) is None and _live(md) == []
     assert "\x1b" not in renderer.to_text(doctor_document(_doctor_report("GPU \x1b[2J")))
+
+
+# --- figures draw the report's tables -------------------------------------------------------
+
+
+def test_figures_draw_the_tables_the_sections_show(monkeypatch: pytest.MonkeyPatch) -> None:
+    import collections
+    import functools
+
+    from bench_suite.report import tables
+    from bench_suite.store.results import to_frame
+    from tests.report_data import two_runs
+
+    computed: collections.Counter[str] = collections.Counter()
+    for name in ("time_table", "speedup_table", "thread_scaling", "backward_forward", "break_even_points"):
+        body = getattr(tables, name).__wrapped__
+
+        def counted(frame: Any, body: Any = body, name: str = name) -> Any:
+            computed[name] += 1
+            return body(frame)
+
+        monkeypatch.setattr(tables, name, tables.once_per_report(functools.wraps(body)(counted)))
+    rep = render.build_report(two_runs(), with_figures=True)
+    assert {"throughput", "speedup", "thread_scaling", "backward_forward"} <= {f.spec.name for f in rep.figures}
+    assert computed["time_table"] == computed["speedup_table"] == computed["thread_scaling"] == 1
+    assert set(computed.values()) == {1}
+    frame = to_frame(two_runs())
+    with tables.prepared_once(frame):
+        first = tables.time_table(frame)
+        first["median_s"] = -1.0  # each caller gets its own copy
+        assert (tables.time_table(frame)["median_s"] > 0).all()
+    assert computed["time_table"] == 2

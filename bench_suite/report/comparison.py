@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from bench_suite.analysis.compare import CasePair, Comparison
 from bench_suite.report import renderer
 from bench_suite.report.document import Cell, DisplayTable, Document, Figure, Section, Strong, para, png_size
-from bench_suite.report.format import fmt_change, fmt_interval, fmt_setting_pct, fmt_time, fmt_time_ratio
+from bench_suite.report.format import fmt_change, fmt_interval, fmt_pct, fmt_setting_pct, fmt_time, fmt_time_ratio
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
@@ -97,7 +97,7 @@ def fmt_units(p: CasePair) -> str:
 
 
 def fmt_detectable(p: CasePair) -> str:
-    return f"{p.detectable * 100:.1f}%" if math.isfinite(p.detectable) else "-"
+    return fmt_pct(p.detectable, 1)
 
 
 def hardware_line(c: Comparison) -> str:

@@ -56,6 +56,7 @@ def device_label(host: object, device: object, index: object) -> str:
     return f"{host_text} {dev}"
 
 
+@tables.once_per_report
 def fleet_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per device per case that at least two devices of one model measured: the
     device's rate, the fleet's median and their ratio ``rel``; ``below`` when ``rel`` is

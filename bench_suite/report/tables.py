@@ -21,7 +21,8 @@ Columns from ``bench_suite.analysis.roofline`` (``peak_gflops``, ``peak_gbps``, 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from bench_suite.core.cases import BACKENDS, OP_RATE, OPS, fixed_grad_mode, is_backward, is_cuda_backend, variant_axis
@@ -89,26 +90,47 @@ def _threads_key(labels: pd.Series) -> pd.Series:
     return labels.map(lambda t: (1, 0) if t == "all" else (0, int(t)) if str(t).isdigit() else (2, 0))
 
 
-#: While a report is built (:func:`prepared_once`): the frame it is built from and that frame
-#: prepared, so the twenty tables that start from it do not each prepare it again.
-_PREPARED: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+#: While a report is built (:func:`prepared_once`): the frame it is built from, that frame
+#: prepared, and the tables computed from it so far, so that the twenty tables that start from
+#: it do not each prepare it again, and the figures draw the very tables the sections show.
+_PREPARED: list[tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]] = []
+
+Table = Callable[["pd.DataFrame"], "pd.DataFrame"]
 
 
 @contextlib.contextmanager
 def prepared_once(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
-    """Within the block, :func:`prepare` of this very frame object is computed once (each
-    caller gets its own copy, so none can change another's)."""
-    _PREPARED.append((frame, _prepare(frame)))
+    """Within the block, :func:`prepare` of this very frame object is computed once, and so is
+    each table marked :func:`once_per_report` (each caller gets its own copy, so none can change
+    another's)."""
+    _PREPARED.append((frame, _prepare(frame), {}))
     try:
         yield _PREPARED[-1][1]
     finally:
         _PREPARED.pop()
 
 
+def once_per_report(table: Table) -> Table:
+    """Mark a table of the frame: within :func:`prepared_once` of that frame it is computed
+    once, for the report's section and its figure alike."""
+    key = f"{table.__module__}.{table.__qualname__}"
+
+    @functools.wraps(table)
+    def shared(frame: pd.DataFrame) -> pd.DataFrame:
+        for original, _prepared, computed in reversed(_PREPARED):
+            if original is frame:
+                if key not in computed:
+                    computed[key] = table(frame)
+                return computed[key].copy()
+        return table(frame)
+
+    return shared
+
+
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with ``series``, ``dim``, ``rate``, ``rate_unit`` and ``rel_iqr`` added, one row
     per (run, case) and sorted the way every table is shown."""
-    for original, prepared in reversed(_PREPARED):
+    for original, prepared, _computed in reversed(_PREPARED):
         if original is frame:
             return prepared.copy()
     return _prepare(frame)
@@ -244,6 +266,7 @@ def launch_bound_cells(frame: pd.DataFrame) -> pd.DataFrame:
     return df[df["launch_bound"].fillna(False).astype(bool)][cols].reset_index(drop=True)
 
 
+@once_per_report
 def time_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Median time and throughput of every measured case, by op, size and backend.
 
@@ -271,6 +294,7 @@ def speedup_pairs(backends: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+@once_per_report
 def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Speedup of each backend over numpy, and of each GPU over torch-cpu, at equal series, op,
     dtype, size, threads and grad mode (torch's graph-recording forward has no numpy twin).
@@ -313,6 +337,7 @@ def _resort(df: pd.DataFrame, by: tuple[str, ...] = ("series", "dtype", "dim", "
     return keys.drop(columns=helpers).reset_index(drop=True)
 
 
+@once_per_report
 def thread_scaling(frame: pd.DataFrame) -> pd.DataFrame:
     """CPU thread scaling: speedup over 1 thread and parallel efficiency (speedup / threads).
 
@@ -340,6 +365,7 @@ def thread_scaling(frame: pd.DataFrame) -> pd.DataFrame:
     return _resort(out, ("series", "_b", "dtype", "dim", "_g", "_t"))
 
 
+@once_per_report
 def backward_forward(frame: pd.DataFrame) -> pd.DataFrame:
     """Backward time over forward time per backend (theory: 2 for matmul by FLOPs).
 
@@ -566,6 +592,7 @@ def _square_rows(df: pd.DataFrame) -> pd.DataFrame:
     return sq
 
 
+@once_per_report
 def break_even(frame: pd.DataFrame) -> pd.DataFrame:
     """Time against size of three ways to do a matmul or a ``linear`` layer, from measured
     rows only: numpy on the host (every core), the GPU's compute alone, and the round trip
@@ -616,6 +643,7 @@ def break_even(frame: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="_op").reset_index(drop=True)
 
 
+@once_per_report
 def break_even_points(frame: pd.DataFrame) -> pd.DataFrame:
     """Where the round trip beats numpy on the host, per series, op, variant, dtype, GPU and
     host memory: ``n_break`` is the smallest size measured from which the round trip is
@@ -709,6 +737,7 @@ def break_even_notes(frame: pd.DataFrame) -> list[str]:
 STEP_PHASES: tuple[str, ...] = ("forward", "backward", "update")
 
 
+@once_per_report
 def mlp_breakdown(frame: pd.DataFrame) -> pd.DataFrame:
     """The training step's time per backend, and its forward, backward and update timed on
     their own (``phases.time_phases``): median seconds, each phase's share of their sum, and
