@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import math
 import sys
@@ -375,8 +374,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = runner.resolve_out(args.out, machine, run_id)
     gpu = _gpu_options(args)
     options = runner.RunOptions(seed=args.seed, timing=timing, gpu=gpu)
-    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases),
-              "gpu_options": dataclasses.asdict(gpu)}
+    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases)}  # + options: start_run
     measure = rounds = None
     count = args.rounds or preset.rounds
     if count > 1:
@@ -410,8 +408,7 @@ def _run_rank(args: argparse.Namespace, rank: Any) -> int:
     cpus = launch.assign_cpu_share(rank)  # before the sweep: "threads=all" is the rank's share
     preset, cases = sweep_from_args(args, rank)
     options = _run_options(args, preset)
-    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases),
-              "gpu_options": dataclasses.asdict(options.gpu), "distributed": {"cpu_share": cpus}}
+    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases), "distributed": {"cpu_share": cpus}}
     measure = rounds = None
     count = args.rounds or preset.rounds
     if count > 1:  # each round in fresh processes, on this rank's device and cores
