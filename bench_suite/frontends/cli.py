@@ -485,13 +485,14 @@ def _print_runset(rs: Any) -> None:
     from rich.table import Table
 
     from bench_suite.report import fleet
+    from bench_suite.store.env_record import LaunchRecord
     from bench_suite.store.results import to_frame
 
     console = _stdout_console()
     t = Table(title=f"run set {rs.run_id}: {rs.world_size} ranks ({rs.launcher})", title_justify="left")
     for col in ("rank", "host", "devices", "status", "ok / skipped / failed", "file"):
         t.add_column(col, justify="right" if col == "rank" else "left")
-    runs = {r.config.get("distributed", {}).get("rank"): r for r in rs.runs}
+    runs = {LaunchRecord.of(r.config).rank: r for r in rs.runs}
     for st in rs.ranks:
         run = runs.get(st.rank)
         devs, counts = "-", "-"

@@ -48,6 +48,7 @@ from bench_suite.core.cases import Case
 from bench_suite.core.errors import BenchSuiteError, ResultsFileError, UsageError
 from bench_suite.measure import runner
 from bench_suite.measure.launch import RankContext
+from bench_suite.store.env_record import LaunchRecord
 from bench_suite.store.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter, parse_json, run_from_dict
 from bench_suite.store.runset import RankStatus, RunSet, save_runset
 
@@ -399,9 +400,7 @@ def _read_rank(store: Store, r: int, silent: str) -> tuple[Run | None, RankStatu
 
 
 def _host_of(run: Run) -> str:
-    dist = run.config.get("distributed") if isinstance(run.config, Mapping) else None
-    host = dist.get("host") if isinstance(dist, Mapping) else None
-    return host if isinstance(host, str) else ""
+    return LaunchRecord.of(run.config).host or ""
 
 
 # --- one rank's whole run -------------------------------------------------------------------

@@ -29,6 +29,7 @@ from bench_suite.core.cases import Case, parse_case_id
 from bench_suite.core.errors import BenchSuiteError, ResultsFileError, UsageError
 from bench_suite.env import collect as env_mod
 from bench_suite.measure.runner import MeasureCase, Progress, Rounds, RunOptions, done_rounds, finish_sweep, now_iso
+from bench_suite.store.env_record import EnvRecord
 from bench_suite.store.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter, journal_path, read_run_file
 
 
@@ -128,14 +129,15 @@ def resume_run(
 
 
 def _check_same_environment(run: Run, given: Path) -> None:
-    host = run.env.get("hostname")
-    if isinstance(host, str) and host and host != socket.gethostname():
+    env = EnvRecord.of(run.env)
+    host = env.hostname
+    if host and host != socket.gethostname():
         raise UsageError(
             f"{given}: run {run.run_id} was started on host {host!r}, this is "
             f"{socket.gethostname()!r}: resume it there, or start a new run"
         )
-    saved = run.env.get("packages")
-    if isinstance(saved, Mapping):
+    saved = env.packages
+    if saved:
         now = env_mod.package_versions()
         changed = [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and saved[k] != now[k]]
         if changed:

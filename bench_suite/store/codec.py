@@ -78,7 +78,10 @@ class Document(Wire, frozen=True, kw_only=True):
 
     SCHEMA: ClassVar[str] = ""
     VERSIONS: ClassVar[tuple[int, ...]] = ()
-    KIND: ClassVar[str] = ""
+    KIND: ClassVar[str] = ""  # "not a bench-suite <KIND>"
+    VERSION_OF: ClassVar[str] = ""  # "<VERSION_OF> version 9; ..." (default: KIND)
+    #: Messages kept from before the codec, by JSON path: what a type error there says.
+    MESSAGES: ClassVar[dict[str, str]] = {}
 
     schema: Any = None
     version: Any = None
@@ -99,7 +102,7 @@ def header_problem(data: Any, doc: type[Document]) -> str:
     version = data.get("version")
     if isinstance(version, bool) or version not in doc.VERSIONS:
         s = "s" if len(doc.VERSIONS) > 1 else ""
-        return (f"{doc.KIND} version {_show(version)}; this bench-suite reads version{s} "
+        return (f"{doc.VERSION_OF or doc.KIND} version {_show(version)}; this bench-suite reads version{s} "
                 f"{', '.join(map(str, doc.VERSIONS))}")
     return ""
 
@@ -161,7 +164,7 @@ class MeasurementDoc(Wire, frozen=True, kw_only=True):
         if self.case_id is not UNSET and self.case_id != case.id:
             raise ValueError(f"case_id {_show(self.case_id)} does not match its case ({case.id})")
         if self.status not in STATUSES:
-            raise ValueError(f"status {_show(self.status)} is not one of {', '.join(STATUSES)}")
+            raise ValueError(f"status: {_show(self.status)} is not one of {', '.join(STATUSES)}")
         rounds = self.round_docs()
         if sum(len(r.samples_s) for r in rounds) > MAX_SAMPLES_IN_FILE:
             raise ValueError("too many samples")
@@ -218,13 +221,17 @@ class RankDoc(Wire, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if self.status not in RANK_STATUSES:
-            raise ValueError(f"status {_show(self.status)} is not one of {', '.join(RANK_STATUSES)}")
+            raise ValueError(f"status: {_show(self.status)} is not one of {', '.join(RANK_STATUSES)}")
 
 
 class RunSetDoc(Document, frozen=True, kw_only=True):
     SCHEMA: ClassVar[str] = "bench-suite/run-set"
     VERSIONS: ClassVar[tuple[int, ...]] = (1,)
     KIND: ClassVar[str] = "run set"
+    VERSION_OF: ClassVar[str] = "run-set"
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "runs": "'runs' and 'ranks' must be lists", "ranks": "'runs' and 'ranks' must be lists",
+        "world_size": "world_size: expected a positive count"}
 
     run_id: str = ""
     created_at: str = ""
@@ -253,7 +260,7 @@ class PeakDoc(Wire, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if self.source not in PEAK_SOURCES:
-            raise ValueError(f"source {_show(self.source)} is not one of {', '.join(PEAK_SOURCES)}")
+            raise ValueError(f"source: {_show(self.source)} is not one of {', '.join(PEAK_SOURCES)}")
 
 
 class PeaksDoc(Document, frozen=True, kw_only=True):
@@ -437,7 +444,7 @@ def decode(kind: type[T], source: str | bytes | Any, where: str) -> T:
     try:
         return msgspec.convert(source, kind)
     except msgspec.ValidationError as exc:
-        raise ResultsFileError(f"{where}: {explain(exc, source)}") from None
+        raise ResultsFileError(f"{where}: {explain(exc, source, getattr(kind, 'MESSAGES', {}))}") from None
     except RecursionError:
         raise ResultsFileError(f"{where}: JSON nested too deeply") from None
 
@@ -446,7 +453,8 @@ def lenient(kind: type[T], data: Any) -> T:
     """``data`` as ``kind`` keeping only the fields that are valid, each on its own (every
     field of ``kind`` needs a default): for records whose content varies with the version and
     the machine that wrote them. Nested Structs, lists of them and dicts are lenient too: a
-    bad element or entry is dropped, never an error."""
+    bad element or entry is dropped, never an error; a number where text is expected becomes
+    its text."""
     fields = {f.name: f for f in msgspec.structs.fields(kind)}  # type: ignore[arg-type]
     if not isinstance(data, Mapping):
         return kind()
@@ -472,10 +480,17 @@ def _lenient_value(tp: Any, value: Any) -> Any:
         _, item = get_args(tp)
         kept_items = {str(k): _lenient_value(item, v) for k, v in value.items()}
         return {k: v for k, v in kept_items.items() if v is not _NOTHING}
+    if _wants_text(tp) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # a number where text is expected (a version some tool wrote as 3): its text
+        return str(int(value) if isinstance(value, float) and value.is_integer() else value)
     try:
         return msgspec.convert(value, tp)
-    except (msgspec.ValidationError, TypeError, RecursionError):
+    except (msgspec.ValidationError, TypeError, RecursionError, OverflowError):
         return _NOTHING
+
+
+def _wants_text(tp: Any) -> bool:
+    return tp is str or (get_origin(tp) in (Union, types.UnionType) and set(get_args(tp)) == {str, type(None)})
 
 
 def _struct_in(tp: Any) -> type[Struct] | None:
@@ -494,11 +509,13 @@ _TOKEN = re.compile(r"\.([^.\[\]]+)|\[(\d+|\.\.\.)\]")
 _JSON_NAMES = {"str": "a string", "bool": "true or false", "object": "an object", "null": "null"}
 
 
-def explain(exc: msgspec.ValidationError, source: Any = _NOTHING) -> str:
+def explain(exc: msgspec.ValidationError, source: Any = _NOTHING, messages: Mapping[str, str] = {}) -> str:
     """One line for a msgspec ValidationError: ``path: what is wrong`` (``source``: the object
-    decoded, to show the value at the path)."""
+    decoded, to show the value at the path; ``messages``: the words for a path, if any)."""
     m = _AT.match(str(exc))
     what, path = (m["what"], m["path"] or "") if m else (str(exc), "")
+    if path.lstrip(".") in messages:
+        return messages[path.lstrip(".")]
     missing = re.match(r"Object missing required field `(.+)`", what)
     if missing:
         return f"{path}.{missing[1]}".lstrip(".") + ": missing"

@@ -4,7 +4,8 @@
 ``env.collect.collect`` writes the environment as a plain dict, and files from other versions,
 machines and tools (asv, pytest-benchmark) hold other shapes of it. These records read any of
 them without an error: a field missing or of the wrong type is ``None`` (an empty tuple or
-dict for collections), a list element or dict entry of the wrong type is dropped.
+dict for collections), a list element or dict entry of the wrong type is dropped, and a
+number where text is expected (a version written as ``3``) becomes its text.
 
     rec = EnvRecord.of(run.env)
     rec.hostname                      # str | None
@@ -67,8 +68,8 @@ class CpuRecord(_Record, frozen=True, kw_only=True):
 
 
 class MemoryRecord(_Record, frozen=True, kw_only=True):
-    total_bytes: int | None = None
-    available_bytes: int | None = None
+    total_bytes: int | float | None = None
+    available_bytes: int | float | None = None
 
 
 class BlasRecord(_Record, frozen=True, kw_only=True):
@@ -96,7 +97,7 @@ class GitRecord(_Record, frozen=True, kw_only=True):
 class GpuRecord(_Record, frozen=True, kw_only=True):
     index: int | None = None
     name: str | None = None
-    total_memory_bytes: int | None = None
+    total_memory_bytes: int | float | None = None
     compute_capability: str | None = None
     multiprocessors: int | None = None
     l2_cache_bytes: int | None = None
