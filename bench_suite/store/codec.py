@@ -12,6 +12,8 @@ Documents (each a msgspec ``Struct``, frozen, unknown keys ignored):
   (:class:`NoiseDoc`);
 * run options, as a run's ``config`` saves them and ``--resume`` reads them back
   (:class:`SavedOptions`: ``seed``, ``timing``, ``gpu_options``);
+* what a rank of a launch sends rank 0 (``measure/distributed.py``): its run's
+  :class:`RunHeader`, each :class:`MeasurementDoc`, and :class:`RankDone`;
 * the worker protocol (``measure/worker.py`` and ``measure/isolation.py``): requests
   :class:`MeasureRequest`, :class:`EnvRequest`, :class:`ImportRequest`, :class:`GateAnswer`;
   replies :class:`HelloReply`, :class:`MeasurementReply`, :class:`EnvReply`.
@@ -420,6 +422,15 @@ class MeasurementReply(Message, frozen=True, kw_only=True):
 
 class EnvReply(Message, frozen=True, kw_only=True):
     env: Object
+
+
+class RankDone(Wire, frozen=True, kw_only=True):
+    """A rank's last word to rank 0 in a launch (``measure.distributed``), read leniently."""
+
+    complete: bool = False
+    finished_at: str = ""
+    measurements: int = 0
+    error: str = ""
 
 
 # --- decoding ---------------------------------------------------------------------------------
