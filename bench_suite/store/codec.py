@@ -557,9 +557,10 @@ def _reword(what: str, where: str, value: Any) -> str:
     if what == "Number out of range" or str(sys.float_info.max) in what:
         return "number out of range"
     if wanted == "int" or what == "Integer value out of range":
-        count = not got and (">= 0" in bounds or str(2**63 - 1) in bounds or not bounds)
-        return f"expected {'a count 0..2**63' if count else 'a whole number'}" \
-               f"{' ' + bounds if bounds and not count else ''}, got {got_text}"
+        if got:  # every whole number in the schemas counts something: samples, ranks, a seed
+            return f"expected a count, got {got_text}"
+        count = ">= 0" in bounds or str(2**63 - 1) in bounds or not bounds
+        return f"expected {'a count 0..2**63' if count else 'a whole number ' + bounds}, got {got_text}"
     if wanted == "float":
         return f"expected a number{' ' + bounds if bounds else ''}, got {got_text}"
     if wanted in _JSON_NAMES:
