@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench_suite.core import stats
 from bench_suite.core.cases import Case
@@ -254,3 +256,29 @@ def test_launch_record() -> None:
     assert LaunchRecord.of({"distributed": {"rank": 2, "host": "a", "local_rank": "x"}}).rank == 2
     assert LaunchRecord.of({"distributed": {"rank": True}}).rank is None
     assert not LaunchRecord.of({}).launched and not LaunchRecord.of(None).launched
+
+
+# --- any input: one error type, or a document ------------------------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["schema", "version", "run_id", "machine", "measurements", "case", "status",
+                         "rounds", "samples_s", "peaks", "cases", "protocol", "timing", "cpu", "torch",
+                         "gpus", "x"]), inner, max_size=5),
+    max_leaves=25,
+)
+_KINDS = [codec.RunDoc, codec.RunHeader, codec.JournalEntry, codec.RunSetDoc, codec.PeaksDoc, codec.NoiseDoc,
+          codec.SavedOptions, codec.MeasureRequest, codec.Envelope, codec.HelloReply, codec.MeasurementReply]
+
+
+@settings(deadline=None, derandomize=True, max_examples=300, database=None)
+@given(value=_JSON, kind=st.sampled_from(_KINDS), as_text=st.booleans())
+def test_any_json_decodes_or_is_one_results_file_error(value: Any, kind: type, as_text: bool) -> None:
+    try:
+        codec.decode(kind, json.dumps(value) if as_text else value, "x.json")
+    except ResultsFileError as exc:
+        assert str(exc).startswith("x.json") and "\n" not in str(exc)
+    EnvRecord.of(value)  # never raises
+    LaunchRecord.of(value)
