@@ -59,7 +59,7 @@ from bench_suite.analysis.noise import detectable_change
 from bench_suite.core import stats
 from bench_suite.core.errors import UsageError
 from bench_suite.core.verdict import CORRECTIONS, DEFAULT_ALPHA, DEFAULT_CORRECTION, DEFAULT_THRESHOLD
-from bench_suite.env.collect import lookup, tf32_matmul_enabled
+from bench_suite.store.env_record import EnvRecord
 from bench_suite.store.noise import NoiseProfile, profiles_for_runs
 from bench_suite.store.results import Measurement, Run, json_safe
 
@@ -628,12 +628,10 @@ ENV_FIELDS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
-def _tf32_text(torch_env: Any) -> str:
+def _tf32_text(tf32: bool | None) -> str:
     """float32 matmuls on TF32 tensor cores: "on", "off" or "" (unknown), however the run's
-    torch recorded it (the new fp32_precision API or the legacy flags)."""
-    if not isinstance(torch_env, Mapping):
-        return ""
-    return {True: "on", False: "off", None: ""}[tf32_matmul_enabled(torch_env)]
+    torch recorded it (the new fp32_precision API or the legacy flags: ``TorchRecord.tf32``)."""
+    return {True: "on", False: "off", None: ""}[tf32]
 
 
 def _text(value: Any) -> str:
@@ -650,39 +648,36 @@ def _text(value: Any) -> str:
 
 def env_facts(run: Run) -> dict[str, str]:
     """The facts of a run's environment that change what is measured, as short strings."""
-    env = run.env if isinstance(run.env, Mapping) else {}
-    gpus = lookup(env, "torch", "gpus")
-    gpus = [g for g in gpus if isinstance(g, Mapping)] if isinstance(gpus, list) else []
-    blas = env.get("blas")
-    blas = [b for b in blas if isinstance(b, Mapping)] if isinstance(blas, list) else []
-    timing = lookup(run.config, "timing")
+    env = EnvRecord.of(run.env)
+    gpus = env.gpus
+    timing = run.config.get("timing")
     facts = {
         "machine": run.machine,
-        "cpu_model": _text(lookup(env, "cpu", "model")),
-        "cpu_cores": _text(lookup(env, "cpu", "usable_cores")),
-        "gpus": _text([g.get("name") for g in gpus]),
-        "gpu_memory": _text([f"{g['total_memory_bytes'] / 2**30:.0f} GiB" for g in gpus
-                             if isinstance(g.get("total_memory_bytes"), (int, float))]),
-        "gpu_driver": _text(sorted({_text(g.get("driver")) for g in gpus} - {""})),
-        "cuda": _text(lookup(env, "torch", "cuda_build")),
-        "cudnn": _text(lookup(env, "torch", "cudnn")),
-        "torch": _text(lookup(env, "packages", "torch") or lookup(env, "torch", "version")),
-        "numpy": _text(lookup(env, "packages", "numpy")),
-        "scipy": _text(lookup(env, "packages", "scipy")),
-        "python": _text(lookup(env, "python", "version")),
+        "cpu_model": _text(env.cpu.model),
+        "cpu_cores": _text(env.cpu.usable_cores),
+        "gpus": _text([g.name for g in gpus]),
+        "gpu_memory": _text([f"{g.total_memory_bytes / 2**30:.0f} GiB" for g in gpus
+                             if g.total_memory_bytes is not None]),
+        "gpu_driver": _text(sorted({_text(g.driver) for g in gpus} - {""})),
+        "cuda": _text(env.torch.cuda_build),
+        "cudnn": _text(env.torch.cudnn),
+        "torch": _text(env.packages.get("torch") or env.torch.version),
+        "numpy": _text(env.packages.get("numpy")),
+        "scipy": _text(env.packages.get("scipy")),
+        "python": _text(env.python.version),
         # sorted: which library loaded first depends on import order, not on the machine
-        "blas": _text(sorted(" ".join(_text(b.get(k)) for k in ("internal_api", "version", "architecture")
-                                      if b.get(k)) for b in blas)),
-        "blas_threads": _text(sorted(_text(b.get("num_threads")) for b in blas)),
-        "torch_threads": _text(lookup(env, "torch", "num_threads")),
-        "tf32": _tf32_text(lookup(env, "torch")),
-        "os": _text(lookup(env, "os", "release")),
-        "env_vars": _text(env.get("env_vars")),
-        "bench_suite": _text(lookup(env, "packages", "bench-suite")),
+        "blas": _text(sorted(" ".join(_text(getattr(b, k)) for k in ("internal_api", "version", "architecture")
+                                      if getattr(b, k)) for b in env.blas)),
+        "blas_threads": _text(sorted(_text(b.num_threads) for b in env.blas)),
+        "torch_threads": _text(env.torch.num_threads),
+        "tf32": _tf32_text(env.torch.tf32),
+        "os": _text(env.os.release),
+        "env_vars": _text(env.env_vars),
+        "bench_suite": _text(env.packages.get("bench-suite")),
         "source": run.source,
         "timing": _text({k: timing[k] for k in ("time_budget_s", "target_rel_ci", "min_samples")
                          if k in timing} if isinstance(timing, Mapping) else None),
-        "commit": _text(lookup(env, "git", "commit"))[:12],
+        "commit": _text(env.git.commit)[:12],
     }
     return facts
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from bench_suite.analysis.catalogue import datasheet_peaks
 from bench_suite.core.cases import DTYPES
 from bench_suite.env import system
-from bench_suite.env.collect import tf32_matmul_enabled
+from bench_suite.store.env_record import EnvRecord
 from bench_suite.store.peaks import LINK_DTYPE, Peak, peaks_beside
 
 if TYPE_CHECKING:
@@ -112,15 +112,9 @@ def link_peak(link: Mapping[str, Any], device: str = "cuda:0", device_name: str 
 
 def link_peaks_from_env(env: Mapping[str, Any], machine: str) -> list[Peak]:
     """The link peak of every GPU a run's (or a peaks file's) environment describes."""
-    torch = env.get("torch") if isinstance(env, Mapping) else None
     out = []
-    for g in (torch.get("gpus") or ()) if isinstance(torch, Mapping) else ():
-        if not isinstance(g, Mapping):
-            continue
-        index = g.get("index", 0)
-        device = f"cuda:{index if isinstance(index, int) else 0}"
-        name = g.get("name") if isinstance(g.get("name"), str) else ""
-        peak = link_peak(g.get("link") or {}, device, name, machine)
+    for g in EnvRecord.of(env).gpus:
+        peak = link_peak(g.link, f"cuda:{g.index or 0}", g.name or "", machine)
         if peak is not None:
             out.append(peak)
     return out
@@ -293,16 +287,9 @@ def gpu_datasheet_for_run(name: str, device: str, machine: str, tf32: bool) -> l
 
 
 def _env_gpus(env: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
-    torch = env.get("torch")
-    if not isinstance(torch, Mapping):
-        return []
-    tf32 = tf32_matmul_enabled(torch) is True
-    out = []
-    for g in torch.get("gpus") or ():
-        if isinstance(g, Mapping) and isinstance(g.get("name"), str):
-            index = g.get("index", 0)
-            out.append((f"cuda:{index if isinstance(index, int) else 0}", g["name"], tf32))
-    return out
+    torch = EnvRecord.of(env).torch
+    tf32 = torch.tf32 is True
+    return [(f"cuda:{g.index or 0}", g.name, tf32) for g in torch.gpus if g.name is not None]
 
 
 _ENV_CLOCK_NOTE = "run environment's /proc/cpuinfo 'cpu MHz' (nominal; turbo may run higher)"

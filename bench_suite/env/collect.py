@@ -1,7 +1,9 @@
 """What machine and software the numbers came from.
 
 Every run carries this record, and comparisons say loudly when two runs differ in it. It is
-collected once per run, before timing starts; nothing here is timed.
+collected once per run, before timing starts; nothing here is timed. It is saved as a plain
+dict; readers see it typed through ``store.env_record.EnvRecord`` (whose fields follow what
+:func:`collect` writes: keep the two in step).
 """
 
 from __future__ import annotations
@@ -287,12 +289,3 @@ def link_info(index: int, bus_id: str | None = None, name: str = "", nvml: Any =
         found = {"kind": "nvlink-c2c", "source": "device name"}
     return found
 
-
-def lookup(record: Any, *keys: str) -> Any:
-    """``record[k1][k2]...`` of an environment (or config) read from a file, or None where a
-    level is missing or not a mapping: files from other versions and machines vary."""
-    for key in keys:
-        if not isinstance(record, Mapping):
-            return None
-        record = record.get(key)
-    return record

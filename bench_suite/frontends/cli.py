@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -374,8 +373,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = runner.resolve_out(args.out, machine, run_id)
     gpu = _gpu_options(args)
     options = runner.RunOptions(seed=args.seed, timing=timing, gpu=gpu)
-    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases),
-              "gpu_options": dataclasses.asdict(gpu)}
+    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases)}  # + options: start_run
     measure = rounds = None
     count = args.rounds or preset.rounds
     if count > 1:
@@ -409,8 +407,7 @@ def _run_rank(args: argparse.Namespace, rank: Any) -> int:
     cpus = launch.assign_cpu_share(rank)  # before the sweep: "threads=all" is the rank's share
     preset, cases = sweep_from_args(args, rank)
     options = _run_options(args, preset)
-    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases),
-              "gpu_options": dataclasses.asdict(options.gpu), "distributed": {"cpu_share": cpus}}
+    config = {"preset": args.preset, "argv": args.argv, "cases": len(cases), "distributed": {"cpu_share": cpus}}
     measure = rounds = None
     count = args.rounds or preset.rounds
     if count > 1:  # each round in fresh processes, on this rank's device and cores
@@ -489,13 +486,14 @@ def _print_runset(rs: Any) -> None:
     from bench_suite.report import fleet
     from bench_suite.report.document import Document
     from bench_suite.report.renderer import to_text
+    from bench_suite.store.env_record import LaunchRecord
     from bench_suite.store.results import to_frame
 
     console = _stdout_console()
     t = Table(title=f"run set {rs.run_id}: {rs.world_size} ranks ({rs.launcher})", title_justify="left")
     for col in ("rank", "host", "devices", "status", "ok / skipped / failed", "file"):
         t.add_column(col, justify="right" if col == "rank" else "left")
-    runs = {r.config.get("distributed", {}).get("rank"): r for r in rs.runs}
+    runs = {LaunchRecord.of(r.config).rank: r for r in rs.runs}
     for st in rs.ranks:
         run = runs.get(st.rank)
         devs, counts = "-", "-"

@@ -29,7 +29,6 @@ the comparison of the two is the result.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import secrets
@@ -40,8 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from bench_suite.core.cases import Case, is_cuda_backend
-from bench_suite.core.errors import UsageError
+from bench_suite.core.errors import BenchSuiteError, UsageError
 from bench_suite.env import collect as env_mod
 from bench_suite.measure.isolation import (
     RoundWorkers,
@@ -53,7 +54,8 @@ from bench_suite.measure.isolation import (
     worker_env,
 )
 from bench_suite.measure.runner import Progress, RunInterrupted, RunOptions, now_iso, round_order, start_run
-from bench_suite.measure.worker import PROTOCOL
+from bench_suite.store import codec
+from bench_suite.store.codec import PROTOCOL, parse_json
 from bench_suite.store.noise import NoiseProfile
 from bench_suite.store.results import Measurement, Run, RunWriter
 
@@ -87,8 +89,8 @@ def check_interpreter(python: str, label: str) -> dict[str, Any]:
         raise UsageError(f"{label} {python!r} did not answer within {HELLO_TIMEOUT_S:g} s") from None
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     try:
-        hello = json.loads(lines[-1]) if lines else None
-    except ValueError:
+        hello = parse_json(lines[-1], "hello") if lines else None
+    except BenchSuiteError:
         hello = None
     if done.returncode != 0 or not isinstance(hello, dict) or "hello" not in hello:
         why = (done.stderr.strip().splitlines() or ["no answer"])[-1][:200]
@@ -96,7 +98,10 @@ def check_interpreter(python: str, label: str) -> dict[str, Any]:
     if hello.get("protocol") != PROTOCOL:
         raise UsageError(f"{label} {python!r} runs a bench-suite whose worker protocol is "
                          f"{hello.get('protocol')!r}, not {PROTOCOL}: install a matching version")
-    return hello["hello"] if isinstance(hello["hello"], dict) else {}
+    try:
+        return msgspec.to_builtins(codec.decode(codec.HelloReply, hello, "its hello").hello)
+    except BenchSuiteError as exc:
+        raise UsageError(f"{label} {python!r} cannot run bench-suite's worker: {exc}") from None
 
 
 @dataclass(frozen=True)

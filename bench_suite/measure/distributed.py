@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import signal
 import socket
 import threading
@@ -43,12 +42,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
+
 from bench_suite.backends import Backend, get_backend
 from bench_suite.core.cases import Case
-from bench_suite.core.errors import BenchSuiteError, ResultsFileError, UsageError
+from bench_suite.core.errors import BenchSuiteError, UsageError
 from bench_suite.measure import runner
 from bench_suite.measure.launch import RankContext
-from bench_suite.store.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter, parse_json, run_from_dict
+from bench_suite.store import codec
+from bench_suite.store.codec import parse_json
+from bench_suite.store.env_record import LaunchRecord
+from bench_suite.store.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter, run_from_doc
 from bench_suite.store.runset import RankStatus, RunSet, save_runset
 
 #: A rank that has sent no heartbeat for this long is taken for dead.
@@ -227,23 +231,23 @@ class Publisher:
 
     def header(self, run: Run, path: Path) -> None:
         def send() -> None:
-            self.store.set(f"header/{self.rank}", json.dumps(run.header(), allow_nan=False))
+            self.store.set(f"header/{self.rank}", codec.encode_line(run.header()))
             self.store.set(f"path/{self.rank}", str(path))
 
         self._try(send)
 
     def add(self, m: Measurement) -> None:
         def send() -> None:
-            self.store.set(f"m/{self.rank}/{self.sent}", json.dumps(m.to_dict(), allow_nan=False))
+            self.store.set(f"m/{self.rank}/{self.sent}", codec.encode_line(m.to_dict()))
             self.store.add(f"count/{self.rank}", 1)  # after the key: readers see whole ones
             self.sent += 1
 
         self._try(send)
 
     def done(self, run: Run) -> None:
-        doc = {"complete": run.complete, "finished_at": run.finished_at,
-               "measurements": len(run.measurements)}
-        self._try(lambda: self.store.set(f"done/{self.rank}", json.dumps(doc)))
+        doc = codec.RankDone(complete=run.complete, finished_at=run.finished_at,
+                             measurements=len(run.measurements))
+        self._try(lambda: self.store.set(f"done/{self.rank}", codec.encode_line(doc)))
 
 
 class _PublishingWriter:
@@ -371,37 +375,30 @@ def _read_rank(store: Store, r: int, silent: str) -> tuple[Run | None, RankStatu
         error = ""
         if store.check([f"done/{r}"]):
             with contextlib.suppress(BenchSuiteError):
-                done = parse_json(_text(store, f"done/{r}"), f"rank {r}")
-                error = str(done.get("error", "")) if isinstance(done, dict) else ""
+                error = codec.lenient(codec.RankDone, parse_json(_text(store, f"done/{r}"), f"rank {r}")).error
         return None, RankStatus(r, "", "lost", 0, path, error or silent or "sent nothing")
     where = f"rank {r}'s results"
     try:
-        header = parse_json(_text(store, f"header/{r}"), where)
-        if not isinstance(header, dict):
-            raise ResultsFileError(f"{where}: not a run header")
+        header = codec.decode(codec.RunHeader, _text(store, f"header/{r}"), where)
         count = store.add(f"count/{r}", 0)
-        body = [parse_json(_text(store, f"m/{r}/{i}"), f"{where}: measurement {i}")
+        body = [codec.decode(codec.MeasurementDoc, _text(store, f"m/{r}/{i}"), f"{where}: measurement {i}")
                 for i in range(count) if store.check([f"m/{r}/{i}"])]
-        done: Mapping[str, Any] = {}
-        if store.check([f"done/{r}"]):
-            parsed = parse_json(_text(store, f"done/{r}"), f"{where}: done")
-            done = parsed if isinstance(parsed, dict) else {}
-        finished = done.get("finished_at", "")
-        doc = dict(header, measurements=body, complete=done.get("complete") is True,
-                   finished_at=finished if isinstance(finished, str) else "")
-        run = run_from_dict(doc, where, path, merge=True)  # the rounds of a case, as a journal
+        said_done = store.check([f"done/{r}"])
+        done = codec.RankDone()
+        if said_done:
+            done = codec.lenient(codec.RankDone, parse_json(_text(store, f"done/{r}"), f"{where}: done"))
+        header = msgspec.structs.replace(header, finished_at=done.finished_at)
+        run = run_from_doc(header, path, body, merge=True, complete=done.complete)  # rounds of a case
     except BenchSuiteError as exc:
         return None, RankStatus(r, "", "lost", 0, path, f"sent unreadable results: {exc}"[:300])
     host = _host_of(run)
-    if not done:
+    if not said_done:
         return run, RankStatus(r, host, "lost", len(run.measurements), path, silent)
     return run, RankStatus(r, host, _status_of(run), len(run.measurements), path)
 
 
 def _host_of(run: Run) -> str:
-    dist = run.config.get("distributed") if isinstance(run.config, Mapping) else None
-    host = dist.get("host") if isinstance(dist, Mapping) else None
-    return host if isinstance(host, str) else ""
+    return LaunchRecord.of(run.config).host or ""
 
 
 # --- one rank's whole run -------------------------------------------------------------------
@@ -494,8 +491,7 @@ def run_rank(
             writer = runner.start_run(own_path, cases, options, machine, cfg,
                                       run_id=f"{run_id}-rank{ctx.rank}")
         except BenchSuiteError as exc:  # rank 0 must not wait for a rank that cannot start
-            doc = json.dumps({"complete": False, "finished_at": runner.now_iso(),
-                              "measurements": 0, "error": str(exc)[:300]})
+            doc = codec.encode_line(codec.RankDone(finished_at=runner.now_iso(), error=str(exc)[:300]))
             publisher._try(lambda: store.set(f"done/{ctx.rank}", doc))
             raise
         publisher.header(writer.run(), own_path)

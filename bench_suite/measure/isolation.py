@@ -23,7 +23,6 @@ and ``ab`` users a slowed one.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import select
@@ -33,17 +32,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
+
+import msgspec
 
 from bench_suite.core.cases import Case
 from bench_suite.core.errors import BenchSuiteError, UsageError
 from bench_suite.core.timing import SamplingPlan
 from bench_suite.env.system import process_cpu_ns
 from bench_suite.measure.runner import Rounds, RunOptions, now_iso
-from bench_suite.measure.worker import PROTOCOL
-from bench_suite.store.results import Measurement, Round, parse_json
+from bench_suite.store import codec
+from bench_suite.store.codec import PROTOCOL, parse_json
+from bench_suite.store.results import Measurement, Round, measurement_from_doc
 
 #: Default timeout = BASE + PER_BUDGET * the case's time budget. The base covers starting an
 #: interpreter, importing torch, initialising CUDA and verifying a large result.
@@ -101,13 +103,18 @@ class Worker:
         os.close(wfd)
         self._rfd = rfd
         reply = self._reply(timeout_s)
-        if not isinstance(reply, dict) or reply.get("protocol") != PROTOCOL or "hello" not in reply:
-            why = reply if isinstance(reply, str) else "it answered in another protocol"
+        hello, why = None, reply if isinstance(reply, str) else ""
+        if isinstance(reply, dict):
+            try:
+                hello = codec.decode(codec.HelloReply, reply, "its hello").hello
+            except BenchSuiteError as exc:
+                why = f"it answered in another protocol ({exc})"
+        if hello is None:
             last = _last_words(self.output_tail())
             self.kill()
             raise WorkerStartError(f"{self.python} cannot run bench-suite's worker: {why}"
                                    + (f": {last}" if last else ""))
-        self.hello = reply["hello"] if isinstance(reply["hello"], dict) else {}
+        self.hello = msgspec.to_builtins(hello)
         return self.hello
 
     @property
@@ -176,7 +183,7 @@ class Worker:
         if self.proc is None or self.proc.stdin is None or self.ended:
             return False
         try:
-            self.proc.stdin.write((json.dumps({"protocol": PROTOCOL, **doc}) + "\n").encode())
+            self.proc.stdin.write(codec.encode_line({"protocol": PROTOCOL, **doc}).encode())
             self.proc.stdin.flush()
         except OSError:
             pass  # it died: the reply read next says how
@@ -256,7 +263,7 @@ class Worker:
         """The measurement a reply carries, or a failed one saying how the worker ended
         without it (the worker is then dead)."""
         if isinstance(reply, dict):
-            m = _measurement_from(json.dumps(reply), case)
+            m = _measurement_from(reply, case)
             if isinstance(m, Measurement):
                 return m
             reason = m
@@ -274,15 +281,17 @@ class Worker:
     def environment(self, machine: str, timeout_s: float = 120.0) -> dict[str, Any] | None:
         """The environment as this worker's interpreter sees it, or None if it cannot say."""
         reply = self.request({"cmd": "env", "machine": machine}, timeout_s)
-        env = reply.get("env") if isinstance(reply, dict) else None
-        return env if isinstance(env, dict) else None
+        try:
+            return codec.decode(codec.EnvReply, reply, "worker env").env if isinstance(reply, dict) else None
+        except BenchSuiteError:
+            return None
 
 
 def measure_request(case: Case, options: RunOptions, timeout_s: float, round_index: int = 0,
                     **more: Any) -> dict[str, Any]:
     """The worker request that measures ``case`` (``more``: lockstep, siblings)."""
-    return {"case": case.to_dict(), "seed": options.seed, "timing": asdict(options.timing),
-            "gpu": asdict(options.gpu), "round": round_index, "timeout_s": timeout_s, **more}
+    return {"case": case.to_dict(), **options.request_fields(), "round": round_index, "timeout_s": timeout_s,
+            **more}
 
 
 def wait_until_quiet(worker: Worker, quiet_s: float = 0.01, limit_s: float = 0.5,
@@ -329,13 +338,10 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _measurement_from(text: str, case: Case) -> Measurement | str:
+def _measurement_from(reply: Any, case: Case) -> Measurement | str:
     """The worker's measurement, or why it cannot be used."""
     try:
-        doc = parse_json(text, "worker result")
-        if not isinstance(doc, dict) or doc.get("protocol") != PROTOCOL:
-            return "worker returned an unreadable result"
-        m = Measurement.from_dict(doc.get("measurement"), "worker result")
+        m = measurement_from_doc(codec.decode(codec.MeasurementReply, reply, "worker result").measurement)
     except BenchSuiteError as exc:
         return f"worker returned an unreadable result ({exc})"
     if m.id != case.id:

@@ -20,17 +20,16 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bench_suite.backends import Backend, get_backend
 from bench_suite.core.cases import Case, parse_case_id
 from bench_suite.core.errors import BenchSuiteError, ResultsFileError, UsageError
-from bench_suite.core.timing import SamplingPlan
 from bench_suite.env import collect as env_mod
-from bench_suite.measure.gpu.options import TimingMode
 from bench_suite.measure.runner import MeasureCase, Progress, Rounds, RunOptions, done_rounds, finish_sweep, now_iso
+from bench_suite.store.env_record import EnvRecord
 from bench_suite.store.results import JOURNAL_SUFFIX, Measurement, Run, RunWriter, journal_path, read_run_file
 
 
@@ -105,7 +104,7 @@ def load_resumable(file: str | os.PathLike[str]) -> Resumable:
             merged.setdefault(m.id, m)
     run = replace(run, measurements=tuple(merged.values()), path=str(path))
     _check_same_environment(run, given)
-    return Resumable(path, run, _saved_cases(run.config, given), _saved_options(run.config, given))
+    return Resumable(path, run, _saved_cases(run.config, given), RunOptions.from_config(run.config, str(given)))
 
 
 def resume_run(
@@ -130,14 +129,15 @@ def resume_run(
 
 
 def _check_same_environment(run: Run, given: Path) -> None:
-    host = run.env.get("hostname")
-    if isinstance(host, str) and host and host != socket.gethostname():
+    env = EnvRecord.of(run.env)
+    host = env.hostname
+    if host and host != socket.gethostname():
         raise UsageError(
             f"{given}: run {run.run_id} was started on host {host!r}, this is "
             f"{socket.gethostname()!r}: resume it there, or start a new run"
         )
-    saved = run.env.get("packages")
-    if isinstance(saved, Mapping):
+    saved = env.packages
+    if saved:
         now = env_mod.package_versions()
         changed = [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and saved[k] != now[k]]
         if changed:
@@ -158,30 +158,6 @@ def _saved_cases(config: Mapping[str, Any], given: Path) -> tuple[Case, ...]:
     except BenchSuiteError as exc:
         raise ResultsFileError(f"{given}: config.case_ids: {exc}") from None
     return cases
-
-
-def _saved_options(config: Mapping[str, Any], given: Path) -> RunOptions:
-    seed, timing = config.get("seed", 0), config.get("timing", {})
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        raise ResultsFileError(f"{given}: config.seed: expected a seed 0..2**63-1, got {seed!r:.40}")
-    if not isinstance(timing, dict):
-        raise ResultsFileError(f"{given}: config.timing: expected an object")
-    defaults = asdict(SamplingPlan())
-    kwargs: dict[str, Any] = {}
-    for key, value in timing.items():
-        if key not in defaults:
-            continue  # a setting this version does not have: its default applies
-        wants_int = isinstance(defaults[key], int)
-        if (not isinstance(value, (int, float)) or isinstance(value, bool)
-                or (wants_int and not float(value).is_integer())):
-            what = "a whole number" if wants_int else "a number"
-            raise ResultsFileError(f"{given}: config.timing.{key}: expected {what}, got {value!r:.40}")
-        kwargs[key] = int(value) if wants_int else float(value)
-    try:
-        return RunOptions(seed=seed, timing=SamplingPlan(**kwargs),
-                          gpu=TimingMode.from_config(config.get("gpu_options")))
-    except (UsageError, TypeError, OverflowError) as exc:
-        raise ResultsFileError(f"{given}: config.timing: {exc}") from None
 
 
 def _strings(value: Any) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from bench_suite.backends import Backend, get_backend
 from bench_suite.core import ops
 from bench_suite.core.cases import Case, cpu_count, is_cuda_backend
-from bench_suite.core.errors import OutputError, UsageError
+from bench_suite.core.errors import OutputError, ResultsFileError, UsageError
 from bench_suite.core.interference import is_contended
 from bench_suite.core.timing import Clock, Gate, SamplingPlan
 from bench_suite.env import collect as env_mod
@@ -29,6 +29,7 @@ from bench_suite.measure import harness
 from bench_suite.measure.gpu.options import TimingMode, time_case
 from bench_suite.measure.interference import Monitor
 from bench_suite.measure.phases import time_phases
+from bench_suite.store import codec
 from bench_suite.store.results import JOURNAL_SUFFIX, Measurement, Round, Run, RunWriter
 
 
@@ -81,12 +82,44 @@ class _Silent:
 @dataclass(frozen=True)
 class RunOptions:
     """Everything one case's measurement depends on besides the case: the input seed, the
-    sampling plan and the timing mode. Saved with a run, sent to workers."""
+    sampling plan and the timing mode. Saved with a run, sent to workers.
+
+    The one place options become JSON and come back (wire schemas: ``store.codec``): a run's
+    config (:meth:`to_config`, :meth:`from_config`: ``seed``, ``timing``, ``gpu_options``) and
+    a worker's measure request (:meth:`request_fields`, :meth:`from_request`: ``seed``,
+    ``timing``, ``gpu``)."""
 
     seed: int = 0
     timing: SamplingPlan = field(default_factory=SamplingPlan)
     #: cold cache, CUDA graphs, NVML sampling (``measure.gpu``); all off but NVML-where-present
     gpu: TimingMode = field(default_factory=TimingMode)
+
+    def to_config(self) -> dict[str, Any]:
+        """The entries a run's config saves (``--resume`` reads them back)."""
+        return {"seed": self.seed, "timing": asdict(self.timing), "gpu_options": asdict(self.gpu)}
+
+    def request_fields(self) -> dict[str, Any]:
+        """The options' fields of a worker's measure request."""
+        return {"seed": self.seed, "timing": asdict(self.timing), "gpu": asdict(self.gpu)}
+
+    @classmethod
+    def from_config(cls, config: Any, where: str) -> RunOptions:
+        """The options a run's config saved; a problem is one ResultsFileError naming
+        ``where`` (the file) and the config entry."""
+        doc = codec.decode(codec.SavedOptions, config, f"{where}: config")
+        return cls._of(doc.seed, doc.timing, doc.gpu_options, f"{where}: config.timing")
+
+    @classmethod
+    def from_request(cls, request: codec.MeasureRequest) -> RunOptions:
+        return cls._of(request.seed, request.timing, request.gpu, "worker request: timing")
+
+    @classmethod
+    def _of(cls, seed: int, timing: Any, gpu: Any, where: str) -> RunOptions:
+        try:
+            plan = SamplingPlan(**codec.plan_settings(timing))
+        except (UsageError, TypeError, OverflowError) as exc:
+            raise ResultsFileError(f"{where}: {exc}") from None
+        return cls(seed=seed, timing=plan, gpu=TimingMode.from_config(gpu))
 
 
 def run_case(
@@ -235,7 +268,7 @@ def start_run(
         machine=env["machine"],
         created_at=now_iso(),
         env=env,
-        config={"seed": options.seed, "timing": asdict(options.timing), **(config or {}),
+        config={**options.to_config(), **(config or {}),
                 "case_ids": [c.id for c in cases]},
         measurements=(),
         complete=False,

@@ -21,10 +21,14 @@ this package before it sends any work. Requests:
   seconds), so that a round's workers can do it at once, before any of them measures;
   reply ``{"protocol", "imported"}``.
 
-End of input ends the worker. Anything that kills it (a segfault, an abort, a fatal CUDA
-error, a hang ended by the parent's timeout) leaves no reply, and the parent records the case
-in flight as failed with the reason. JSON both ways: nothing is pickled. ``--hello`` prints
-the hello on stdout and exits: how ``bench-suite ab`` checks an interpreter before a run.
+Every message is a ``store.codec`` schema (``MeasureRequest``, ``EnvRequest``,
+``ImportRequest``, ``GateAnswer``; replies ``HelloReply``, ``MeasurementReply``,
+``EnvReply``): a malformed request stops the worker with one line saying what is wrong, which
+the parent records as the case's failure. End of input ends the worker. Anything that kills
+it (a segfault, an abort, a fatal CUDA error, a hang ended by the parent's timeout) leaves no
+reply, and the parent records the case in flight as failed with the reason. JSON both ways:
+nothing is pickled. ``--hello`` prints the hello on stdout and exits: how ``bench-suite ab``
+checks an interpreter before a run.
 
 The parent side is ``isolation.py``: one worker per round of a sweep (``run --rounds``), per
 side and round (``ab``), or per case (``--isolate``).
@@ -34,15 +38,13 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
-import json
 import os
 import signal
 import sys
 from typing import Any
 
-#: Version of the messages exchanged with the parent. Optional fields may be added without
-#: a bump; the parent checks the hello's protocol before it sends anything.
-PROTOCOL = 1
+from bench_suite.store import codec
+from bench_suite.store.codec import PROTOCOL
 
 
 def _die_with_parent(parent_pid: int | None) -> None:
@@ -78,38 +80,34 @@ def measure_request(request: Any, gate: Any = None) -> dict[str, Any]:
     ``gate``: the turn-taking of a lockstep request (``timing.Gate``)."""
     from bench_suite.backends import get_backend
     from bench_suite.core.cases import Case
-    from bench_suite.core.timing import SamplingPlan
+    from bench_suite.core.errors import BenchSuiteError, ResultsFileError
     from bench_suite.measure import interference
-    from bench_suite.measure.gpu.options import TimingMode
     from bench_suite.measure.runner import RunOptions, run_case
 
-    if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
-        raise ValueError(f"not a worker request of protocol {PROTOCOL}")
-    case = Case.from_dict(request["case"])
-    options = RunOptions(seed=int(request["seed"]), timing=SamplingPlan(**request["timing"]),
-                         gpu=TimingMode.from_config(request.get("gpu")))
-    siblings = request.get("siblings")
-    if isinstance(siblings, list):
-        interference.SIBLING_PIDS.update(p for p in siblings if isinstance(p, int))
-    m = run_case(case, get_backend(case.backend), options, round_index=int(request.get("round", 0)),
-                 gate=gate)
+    req = codec.decode(codec.MeasureRequest, request, "worker request")
+    try:
+        case = Case.from_dict(req.case)
+    except BenchSuiteError as exc:
+        raise ResultsFileError(f"worker request: case: {exc}") from None
+    options = RunOptions.from_request(req)
+    interference.SIBLING_PIDS.update(req.siblings)
+    m = run_case(case, get_backend(case.backend), options, round_index=req.round, gate=gate)
     return {"protocol": PROTOCOL, "measurement": m.to_dict()}
 
 
-def env_request(request: dict[str, Any]) -> dict[str, Any]:
+def env_request(request: Any) -> dict[str, Any]:
     from bench_suite.env import collect as env
 
-    machine = request.get("machine")
-    return {"protocol": PROTOCOL, "env": env.collect(machine if isinstance(machine, str) else None)}
+    req = codec.decode(codec.EnvRequest, request, "worker request")
+    return {"protocol": PROTOCOL, "env": env.collect(req.machine)}
 
 
-def import_request(request: dict[str, Any]) -> dict[str, Any]:
+def import_request(request: Any) -> dict[str, Any]:
     import importlib.util
 
     from bench_suite.backends import get_backend
 
-    names = request.get("backends")
-    names = [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    names = list(codec.decode(codec.ImportRequest, request, "worker request").backends)
     for name in names:
         get_backend(name)
     if any(n != "numpy" for n in names) and importlib.util.find_spec("torch") is not None:
@@ -126,7 +124,7 @@ def _lockstep_gate(reply: Any) -> Any:
         reply({"protocol": PROTOCOL, "gate": asked})
         asked += 1
         line = sys.stdin.readline()
-        answer = json.loads(line).get("gate") if line.strip() else "stop"
+        answer = codec.decode(codec.GateAnswer, line, "gate answer").gate if line.strip() else "stop"
         return True if answer == "go" else (None if answer == "free" else False)
 
     return gate
@@ -136,28 +134,28 @@ def serve(result_fd: int, timeout_s: float | None = None) -> int:
     out = os.fdopen(result_fd, "w", encoding="utf-8")
 
     def reply(doc: dict[str, Any]) -> None:
-        # allow_nan=False: a reply the parent could not parse strictly is no reply
-        out.write(json.dumps(doc, allow_nan=False) + "\n")
+        # strict (NaN refused): a reply the parent could not parse strictly is no reply
+        out.write(codec.encode_line(doc))
         out.flush()
 
     reply(hello())
     for line in sys.stdin:
         if not line.strip():
             continue
-        request = json.loads(line)
-        if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
-            raise ValueError(f"not a worker request of protocol {PROTOCOL}")
-        timeout = request.get("timeout_s", timeout_s)
-        if isinstance(timeout, (int, float)) and timeout > 2:
+        envelope = codec.decode(codec.Envelope, line, "worker request")  # which command
+        timeout = envelope.timeout_s if envelope.timeout_s is not None else timeout_s
+        if timeout is not None and timeout > 2:
             # a hang prints the Python stack to the log shortly before the parent's timeout
             faulthandler.dump_traceback_later(max(timeout - 2, 0.9 * timeout))
-        if request.get("cmd") == "env":
-            reply(env_request(request))
-        elif request.get("cmd") == "import":
-            reply(import_request(request))
+        if envelope.cmd == "env":
+            reply(env_request(line))
+        elif envelope.cmd == "import":
+            reply(import_request(line))
+        elif envelope.cmd is None:
+            request = codec.decode(codec.MeasureRequest, line, "worker request")
+            reply(measure_request(request, _lockstep_gate(reply) if request.lockstep else None))
         else:
-            gate = _lockstep_gate(reply) if request.get("lockstep") else None
-            reply(measure_request(request, gate))
+            raise codec.ResultsFileError(f"worker request: unknown command {envelope.cmd!r}")
         faulthandler.cancel_dump_traceback_later()
     return 0
 
@@ -165,7 +163,7 @@ def serve(result_fd: int, timeout_s: float | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--hello"]:
-        print(json.dumps(hello()))
+        print(codec.encode_line(hello()), end="")
         return 0
     if len(argv) != 3 or argv[0] != "--serve" or argv[1] != "--result-fd" or not argv[2].isdigit():
         print("usage: python -m bench_suite.measure.worker --serve --result-fd FD | --hello", file=sys.stderr)

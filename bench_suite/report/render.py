@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench_suite.core.errors import OutputError
-from bench_suite.env.collect import lookup
 from bench_suite.report import fleet, renderer, tables
 from bench_suite.report.document import Cell, Code, DisplayTable, Document, Figure, Section, para
 from bench_suite.report.escape import csv_frame
 from bench_suite.report.format import fmt_pct, fmt_rate, fmt_ratio, fmt_time, is_missing
+from bench_suite.store.env_record import EnvRecord
 from bench_suite.store.results import Run, atomic_write_text, to_frame
 
 if TYPE_CHECKING:
@@ -171,24 +171,18 @@ def _text(value: Any) -> str:
 
 
 def _run_info(run: Run, series: str) -> RunInfo:
-    env = run.env
-    argv = lookup(run.config, "argv")
+    env = EnvRecord.of(run.env)
+    argv = run.config.get("argv")
     command = ""
     if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
         command = "bench-suite " + shlex.join(argv)
-    mem = lookup(env, "memory", "total_bytes")
-    gpus = lookup(env, "torch", "gpus")
-    gpu_names = [_text(lookup(g, "name")) for g in gpus] if isinstance(gpus, list) else []
-    packages = lookup(env, "packages")
-    pkgs = ", ".join(f"{k} {v}" for k, v in packages.items()
-                     if isinstance(v, str)) if isinstance(packages, Mapping) else ""
-    blas = lookup(env, "blas")
+    mem = env.memory.total_bytes
+    pkgs = ", ".join(f"{k} {v}" for k, v in env.packages.items() if v is not None)
     blas_text = "; ".join(
-        " ".join(_text(lookup(b, k)) for k in ("internal_api", "version", "architecture")).strip()
-        + f" ({_text(lookup(b, 'num_threads'))} threads)"
-        for b in blas if isinstance(b, Mapping)
-    ) if isinstance(blas, list) else ""
-    env_vars = lookup(env, "env_vars")
+        " ".join(_text(x) for x in (b.internal_api, b.version, b.architecture)).strip()
+        + f" ({_text(b.num_threads)} threads)"
+        for b in env.blas
+    )
     counts = {s: sum(m.status == s for m in run.measurements) for s in ("ok", "skipped", "failed")}
     return RunInfo(
         series=series,
@@ -199,16 +193,15 @@ def _run_info(run: Run, series: str) -> RunInfo:
         complete=run.complete,
         path=run.path,
         command=command,
-        cpu=_text(lookup(env, "cpu", "model")),
-        cores=_text(lookup(env, "cpu", "usable_cores")),
-        memory=f"{mem / 2**30:.1f} GiB" if isinstance(mem, (int, float)) and mem > 0 else "",
-        gpus=", ".join(n for n in gpu_names if n),
-        os=_text(lookup(env, "os", "platform")),
-        python=_text(lookup(env, "python", "version")),
+        cpu=_text(env.cpu.model),
+        cores=_text(env.cpu.usable_cores),
+        memory=f"{mem / 2**30:.1f} GiB" if mem is not None and mem > 0 else "",
+        gpus=", ".join(g.name for g in env.gpus if g.name),
+        os=_text(env.os.platform),
+        python=_text(env.python.version),
         packages=pkgs,
         blas=blas_text,
-        env_vars=", ".join(f"{k}={_text(v)}" for k, v in env_vars.items())
-        if isinstance(env_vars, Mapping) else "",
+        env_vars=", ".join(f"{k}={v}" for k, v in env.env_vars.items()),
         counts=counts,
     )
 

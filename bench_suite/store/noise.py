@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_suite.core.errors import BenchSuiteError, ResultsFileError
-from bench_suite.store.results import Run, _Validator, parse_json, read_text, save_document
+from bench_suite.core.errors import BenchSuiteError
+from bench_suite.store import codec
+from bench_suite.store.results import Run, read_text, save_document
 
-NOISE_SCHEMA = "bench-suite/noise"
+NOISE_SCHEMA = codec.NoiseDoc.SCHEMA
 NOISE_VERSION = 1
 NOISE_FILENAME = "noise.json"
 
@@ -61,37 +62,17 @@ class NoiseProfile:
 
 
 def save_profile(profile: NoiseProfile, path: Path) -> None:
-    from bench_suite.store.results import json_safe
-
-    save_document(json_safe(profile.to_dict()), path)
+    save_document(codec.json_safe(profile.to_dict()), path)
 
 
 def load_profile(path: str | Path) -> NoiseProfile:
     path = Path(path)
-    data = parse_json(read_text(path), str(path))
-    where = str(path)
-    if not isinstance(data, dict) or data.get("schema") != NOISE_SCHEMA:
-        raise ResultsFileError(f"{where}: not a bench-suite noise profile (schema {NOISE_SCHEMA!r})")
-    if data.get("version") != NOISE_VERSION:
-        raise ResultsFileError(f"{where}: noise profile version {data.get('version')!r}; this "
-                               f"bench-suite reads version {NOISE_VERSION}")
-    v = _Validator(where)
-    raw = data.get("cases")
-    if not isinstance(raw, list):
-        raise ResultsFileError(f"{where}: 'cases' must be a list")
-    cases = []
-    for i, c in enumerate(raw):
-        cv = _Validator(f"{where}: cases[{i}]")
-        d = cv.obj(c)
-        cases.append(CaseNoise(
-            case_id=cv.str_(d, "case_id"), rounds=cv.int_(d, "rounds", 0),
-            median_s=cv.num(d, "median_s", math.nan, allow_nan=True),
-            round_sd=cv.opt_num(d, "round_sd"), pair_sd=cv.opt_num(d, "pair_sd"),
-            bimodal=cv.bool_(d, "bimodal", False), contended_rounds=cv.int_(d, "contended_rounds", 0),
-        ))
-    return NoiseProfile(v.str_(data, "machine"), v.str_(data, "created_at", ""),
-                        v.obj(data.get("env", {}), "env"), v.obj(data.get("config", {}), "config"),
-                        tuple(cases), str(path))
+    doc = codec.decode(codec.NoiseDoc, read_text(path), str(path))
+    cases = tuple(CaseNoise(
+        case_id=c.case_id, rounds=c.rounds, median_s=math.nan if c.median_s is None else c.median_s,
+        round_sd=c.round_sd, pair_sd=c.pair_sd, bimodal=c.bimodal, contended_rounds=c.contended_rounds,
+    ) for c in doc.cases)
+    return NoiseProfile(doc.machine, doc.created_at, doc.env, doc.config, cases, str(path))
 
 
 def profiles_for_runs(runs: Iterable[Run]) -> dict[str, NoiseProfile]:

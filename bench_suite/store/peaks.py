@@ -19,18 +19,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from bench_suite.core.cases import DTYPES
-from bench_suite.core.errors import ResultsFileError
-from bench_suite.store.results import parse_json, read_text, save_document
+from bench_suite.store import codec
+from bench_suite.store.results import read_text, save_document
 
 if TYPE_CHECKING:
     from bench_suite.store.results import Run
 
-PEAKS_SCHEMA = "bench-suite/peaks"
+PEAKS_SCHEMA = codec.PeaksDoc.SCHEMA
 PEAKS_VERSION = 1
 #: File name ``bench-suite peaks`` writes by default, and reports look for beside run files.
 PEAKS_FILENAME = "peaks.json"
-SOURCES = ("measured", "datasheet", "theoretical", "link")
+SOURCES = codec.PEAK_SOURCES
 #: The dtype of a link peak: it holds for every dtype.
 LINK_DTYPE = "*"
 #: Peak dtypes: the suite's dtypes, tf32 (float32 matmul on tensor cores) among them.
@@ -79,38 +81,11 @@ class Peak:
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> Peak:
-        if not isinstance(d, dict):
-            raise ResultsFileError(f"{where}: a peak must be an object")
+        return peak_from_doc(codec.decode(codec.PeakDoc, d, where))
 
-        def text(key: str, default: str = "") -> str:
-            value = d.get(key, default)
-            if not isinstance(value, str):
-                raise ResultsFileError(f"{where}.{key}: expected a string")
-            return value
 
-        def rate(key: str) -> float | None:
-            value = d.get(key)
-            if value is None:
-                return None
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
-                    math.isfinite(value) and value > 0):
-                raise ResultsFileError(f"{where}.{key}: expected a positive number or null")
-            return float(value)
-
-        threads = d.get("threads")
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
-                                    or threads <= 0):
-            raise ResultsFileError(f"{where}.threads: expected a positive count or null")
-        details = d.get("details", {})
-        if not isinstance(details, dict):
-            raise ResultsFileError(f"{where}.details: expected an object")
-        source = text("source")
-        if source not in SOURCES:
-            raise ResultsFileError(f"{where}.source: {source!r} is not one of {', '.join(SOURCES)}")
-        return cls(device=text("device"), dtype=text("dtype"), flops_per_s=rate("flops_per_s"),
-                   bytes_per_s=rate("bytes_per_s"), source=source, note=text("note"),
-                   device_name=text("device_name"), machine=text("machine"),
-                   backend=text("backend"), threads=threads, details=details)
+def peak_from_doc(doc: codec.PeakDoc) -> Peak:
+    return Peak(**msgspec.structs.asdict(doc))
 
 
 # --- peaks files ----------------------------------------------------------------------------
@@ -143,27 +118,14 @@ def is_peaks_file(path: Path) -> bool:
 
 
 def peaks_from_dict(data: Any, where: str, path: str = "") -> PeakSet:
-    if not isinstance(data, dict) or data.get("schema") != PEAKS_SCHEMA:
-        raise ResultsFileError(f"{where}: not a bench-suite peaks file (schema {PEAKS_SCHEMA!r})")
-    if data.get("version") != PEAKS_VERSION:
-        raise ResultsFileError(f"{where}: peaks file version {data.get('version')!r}; this "
-                               f"bench-suite reads version {PEAKS_VERSION}")
-    raw = data.get("peaks")
-    if not isinstance(raw, list):
-        raise ResultsFileError(f"{where}: 'peaks' must be a list")
-    machine = data.get("machine")
-    if not isinstance(machine, str):
-        raise ResultsFileError(f"{where}.machine: expected a string")
-    env, config = data.get("env", {}), data.get("config", {})
-    if not isinstance(env, dict) or not isinstance(config, dict):
-        raise ResultsFileError(f"{where}: 'env' and 'config' must be objects")
-    peaks = tuple(Peak.from_dict(p, f"{where}: peaks[{i}]") for i, p in enumerate(raw))
-    return PeakSet(machine, str(data.get("created_at", "")), env, config, peaks, path)
+    doc = codec.decode(codec.PeaksDoc, data, where)
+    return PeakSet(doc.machine, str(doc.created_at), doc.env, doc.config,
+                   tuple(peak_from_doc(p) for p in doc.peaks), path)
 
 
 def load_peaks(path: str | Path) -> PeakSet:
     path = Path(path)
-    return peaks_from_dict(parse_json(read_text(path), str(path)), str(path), str(path))
+    return peaks_from_dict(read_text(path), str(path), str(path))
 
 
 def peaks_beside(runs: Iterable[Run], extra_files: Iterable[str | Path] = ()) -> list[Peak]:

@@ -27,7 +27,6 @@ Statistics are never stored: they are derived from the raw samples in one place
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import stat
@@ -38,24 +37,29 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import msgspec
+
 from bench_suite.core import ops, stats
 from bench_suite.core.cases import Case, is_cuda_backend
-from bench_suite.core.errors import BenchSuiteError, OutputError, ResultsFileError
-from bench_suite.env.collect import lookup
+from bench_suite.core.errors import OutputError, ResultsFileError
+from bench_suite.store import codec
+from bench_suite.store.codec import (  # noqa: F401 - re-exported: where callers have found them
+    MAX_SAMPLE_S,
+    MAX_SAMPLES_IN_FILE,
+    STATUSES,
+    json_safe,
+    parse_json,
+)
+from bench_suite.store.env_record import EnvRecord, LaunchRecord
 
 if TYPE_CHECKING:
     import pandas as pd
 
-SCHEMA = "bench-suite/run"
+SCHEMA = codec.RunHeader.SCHEMA
 VERSION = 2
 #: Versions the loader reads (older ones are converted on load).
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = codec.RunHeader.VERSIONS
 JOURNAL_SUFFIX = ".journal"
-STATUSES = ("ok", "failed", "skipped")
-MAX_SAMPLES_IN_FILE = 10_000_000
-#: Longest per-call time a file may hold (11.6 days): beyond it a value is corrupt, not slow,
-#: and sums of such values would overflow the statistics.
-MAX_SAMPLE_S = 1e6
 #: Largest file the loader reads: MAX_SAMPLES_IN_FILE samples at ~25 bytes each, and more.
 MAX_FILE_BYTES = 1 << 30
 
@@ -96,22 +100,11 @@ class Round:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Round:
-        v = _Validator(where)
-        d = v.obj(data)
-        return cls(
-            samples_s=tuple(v.floats(d, "samples_s")),
-            number=v.int_(d, "number", 0),
-            warmup_calls=v.int_(d, "warmup_calls", 0),
-            stop=v.str_(d, "stop", ""),
-            index=v.int_(d, "index", 0),
-            started_at=v.str_(d, "started_at", ""),
-            wall_s=v.num(d, "wall_s", 0.0),
-            contention=v.opt_num(d, "contention"),
-            steal=v.opt_num(d, "steal"),
-            wait_frac=v.opt_num(d, "wait_frac"),
-            retaken=v.int_(d, "retaken", 0),
-            contended=v.bool_(d, "contended", False),
-        )
+        return round_from_doc(codec.decode(codec.RoundDoc, data, where))
+
+
+def round_from_doc(doc: codec.RoundDoc) -> Round:
+    return Round(**msgspec.structs.asdict(doc))
 
 
 def _stop_of(rounds: Sequence[Round]) -> str:
@@ -246,58 +239,33 @@ class Measurement:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "measurement") -> Measurement:
-        v = _Validator(where)
-        d = v.obj(data)
-        try:
-            case = Case.from_dict(d.get("case"))
-        except BenchSuiteError as exc:
-            raise ResultsFileError(f"{where}.case: {exc}") from None
-        case_id = d.get("case_id", case.id)
-        if case_id != case.id:
-            raise ResultsFileError(f"{where}: case_id {case_id!r} does not match its case ({case.id})")
-        status = v.str_(d, "status")
-        if status not in STATUSES:
-            raise ResultsFileError(f"{where}.status: {status!r} is not one of {', '.join(STATUSES)}")
-        if "rounds" in d:  # version 2
-            raw = d["rounds"]
-            if not isinstance(raw, list):
-                raise ResultsFileError(f"{where}.rounds: expected a list of rounds")
-            rounds = tuple(Round.from_dict(r, f"{where}.rounds[{i}]") for i, r in enumerate(raw))
-        else:  # version 1: the samples are one round
-            samples = v.floats(d, "samples_s")
-            rounds = (Round(tuple(samples), v.int_(d, "number", 0), v.int_(d, "warmup_calls", 0),
-                            v.str_(d, "stop", ""), started_at=v.str_(d, "started_at", "")),
-                      ) if samples else ()
-        if sum(len(r.samples_s) for r in rounds) > MAX_SAMPLES_IN_FILE:
-            raise ResultsFileError(f"{where}: too many samples")
-        if status == "ok" and not any(r.samples_s for r in rounds) and "given_summary" not in d:
-            raise ResultsFileError(f"{where}: status ok but no samples")
-        given = None
-        if "given_summary" in d:
-            g = v.obj(d["given_summary"], "given_summary")
-            try:
-                given = stats.Summary(**{
-                    k: (v.int_(g, k) if k == "n" else v.num(g, k, allow_nan=True))
-                    for k in stats.Summary.__dataclass_fields__
-                })
-            except TypeError:
-                raise ResultsFileError(f"{where}.given_summary: malformed") from None
-        return cls(
-            case=case,
-            status=status,
-            reason=v.str_(d, "reason", ""),
-            rel_error=v.opt_num(d, "rel_error"),
-            tolerance=v.opt_num(d, "tolerance"),
-            check=v.str_(d, "check", ""),
-            threads=v.opt_int(d, "threads"),
-            peak_mem_bytes=v.opt_int(d, "peak_mem_bytes"),
-            device_name=v.str_(d, "device_name", ""),
-            started_at=v.str_(d, "started_at", ""),
-            wall_s=v.num(d, "wall_s", 0.0),
-            given_summary=given,
-            extra=v.obj(d.get("extra", {}), "extra"),
-            rounds=rounds,
-        )
+        """A measurement from its JSON form (``to_dict``); a problem is one ResultsFileError."""
+        return measurement_from_doc(codec.decode(codec.MeasurementDoc, data, where))
+
+
+def measurement_from_doc(doc: codec.MeasurementDoc) -> Measurement:
+    """The record of a decoded (so valid) measurement document."""
+    given = None
+    if doc.given_summary is not msgspec.UNSET:
+        # unknown statistics are null in the file, NaN in the record
+        g = msgspec.structs.asdict(doc.given_summary)
+        given = stats.Summary(**{k: v if v is not None else math.nan for k, v in g.items()})
+    return Measurement(
+        case=Case.from_dict(doc.case),
+        status=doc.status,
+        reason=doc.reason,
+        rel_error=doc.rel_error,
+        tolerance=doc.tolerance,
+        check=doc.check,
+        threads=doc.threads,
+        peak_mem_bytes=doc.peak_mem_bytes,
+        device_name=doc.device_name,
+        started_at=doc.started_at,
+        wall_s=doc.wall_s,
+        given_summary=given,
+        extra=doc.extra,
+        rounds=tuple(round_from_doc(r) for r in doc.round_docs()),
+    )
 
 
 def merge_rounds(parts: Sequence[Measurement]) -> Measurement:
@@ -387,11 +355,6 @@ class Run:
 # --- writing ------------------------------------------------------------------------------
 
 
-def _dumps(obj: Any) -> str:
-    # allow_nan=False: NaN is not JSON, and a file other tools cannot read is a lost result.
-    return json.dumps(obj, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-
-
 def journal_path(path: Path) -> Path:
     return path.with_name(path.name + JOURNAL_SUFFIX)
 
@@ -460,7 +423,7 @@ class RunWriter:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.journal.name}.", suffix=".tmp", dir=self.path.parent)
             self._fh = os.fdopen(fd, "w", encoding="utf-8")
             _chmod_default(fd)
-            self._fh.write("".join(_dumps(obj) + "\n" for obj in lines))
+            self._fh.write("".join(codec.encode_line(obj) for obj in lines))
             self._fh.flush()
             os.fsync(self._fh.fileno())
             os.replace(tmp, self.journal)
@@ -478,7 +441,7 @@ class RunWriter:
         if self._fh is None:
             raise RuntimeError(f"{self.journal} is closed")
         try:
-            self._fh.write(_dumps(obj) + "\n")
+            self._fh.write(codec.encode_line(obj))
             self._fh.flush()
             os.fsync(self._fh.fileno())
         except OSError as exc:  # a full disk: stop, the journal keeps what was written before
@@ -526,10 +489,8 @@ class RunWriter:
             self._fh = None
 
 
-def encode_document(doc: Mapping[str, Any]) -> str:
-    """The one JSON form of every file the suite saves (runs, run sets, peaks, noise profiles):
-    strict (NaN refused: ``json_safe`` first), one space of indent, a final newline."""
-    return json.dumps(doc, allow_nan=False, indent=1) + "\n"
+#: The one JSON form of every file the suite saves (runs, run sets, peaks, noise profiles).
+encode_document = codec.encode
 
 
 def save_document(doc: Mapping[str, Any], path: str | Path) -> Path:
@@ -547,29 +508,6 @@ def save_run(run: Run, path: Path) -> None:
 
 
 # --- loading ------------------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a valid JSON number")
-
-
-def _finite_float(text: str) -> float:
-    # 1e999 parses as inf: reject it here, so no infinity hides in env, config or extra and
-    # breaks a later strict write (a resumed run re-writes them).
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
-def parse_json(text: str, where: str) -> Any:
-    try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except RecursionError:
-        raise ResultsFileError(f"{where}: JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError and int-digit limits are ValueErrors
-        msg = str(exc).splitlines()[0]
-        raise ResultsFileError(f"{where}: not valid JSON ({msg}); truncated or not a run file?") from None
 
 
 def read_text(path: Path) -> str:
@@ -604,39 +542,34 @@ def run_from_dict(data: Any, where: str, path: str = "", merge: bool = False) ->
     ``merge``: measurements of the same case are rounds of one (a journal's lines); a final
     file already holds one measurement per case, and any it holds twice are kept apart.
     """
-    check_header(data, where)
-    v = _Validator(where)
-    raw = data.get("measurements")
-    if not isinstance(raw, list):
-        raise ResultsFileError(f"{where}: 'measurements' must be a list")
-    ms = tuple(Measurement.from_dict(m, f"{where}: measurements[{i}]") for i, m in enumerate(raw))
+    return run_from_doc(codec.decode(codec.RunDoc, data, where), path, merge=merge)
+
+
+def run_from_doc(doc: codec.RunHeader, path: str = "", measurements: Iterable[codec.MeasurementDoc] | None = None,
+                 merge: bool = False, complete: bool | None = None) -> Run:
+    """The record of a decoded run document (or of a journal's header and its lines)."""
+    docs = doc.measurements if measurements is None else measurements  # type: ignore[attr-defined]
+    ms = tuple(measurement_from_doc(m) for m in docs)
     if merge:
         ms = merge_by_case(ms)
     return Run(
-        run_id=v.str_(data, "run_id"),
-        machine=v.str_(data, "machine"),
-        created_at=v.str_(data, "created_at", ""),
-        env=v.obj(data.get("env", {}), "env"),
-        config=v.obj(data.get("config", {}), "config"),
+        run_id=doc.run_id,
+        machine=doc.machine,
+        created_at=doc.created_at,
+        env=doc.env,
+        config=doc.config,
         measurements=ms,
-        finished_at=v.str_(data, "finished_at", ""),
-        complete=v.bool_(data, "complete", True),
-        source=v.str_(data, "source", "bench-suite"),
+        finished_at=doc.finished_at,
+        complete=doc.complete if complete is None else complete,
+        source=doc.source,
         path=path,
     )
 
 
 def check_header(data: Any, where: str) -> None:
-    if not isinstance(data, dict) or "schema" not in data:
-        raise ResultsFileError(f"{where}: not a bench-suite run file (no 'schema' field)")
-    if data["schema"] != SCHEMA:
-        raise ResultsFileError(f"{where}: schema {data['schema']!r} is not {SCHEMA!r}")
-    version = data.get("version")
-    if isinstance(version, bool) or version not in READABLE_VERSIONS:
-        raise ResultsFileError(
-            f"{where}: run file version {version!r}; this bench-suite reads versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))}"
-        )
+    problem = codec.header_problem(data, codec.RunHeader)
+    if problem:
+        raise ResultsFileError(f"{where}: {problem}")
 
 
 def read_journal(text: str, where: str, path: str = "") -> Run:
@@ -645,23 +578,28 @@ def read_journal(text: str, where: str, path: str = "") -> Run:
     lines = text.split("\n")
     if not lines or not lines[0].strip():
         raise ResultsFileError(f"{where}: empty journal")
-    header = parse_json(lines[0], f"{where}: line 1")
-    check_header(header, f"{where}: line 1")
-    body: list[Any] = []
+    header = codec.decode(codec.RunHeader, lines[0], f"{where}: line 1")
+    body: list[codec.MeasurementDoc] = []
     for i, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         try:
-            entry = parse_json(line, f"{where}: line {i}")
+            body.append(codec.decode(codec.JournalEntry, line, f"{where}: line {i}").measurement)
         except ResultsFileError:
-            if i == len(lines) or (i == len(lines) - 1 and not lines[-1].strip()):
+            last = i == len(lines) or (i == len(lines) - 1 and not lines[-1].strip())
+            if last and _torn(line):
                 break  # the torn tail of a killed writer
             raise
-        if not isinstance(entry, dict) or "measurement" not in entry:
-            raise ResultsFileError(f"{where}: line {i}: not a measurement entry")
-        body.append(entry["measurement"])
-    doc = dict(header, measurements=body, complete=False)
-    return run_from_dict(doc, where, path, merge=True)
+    return run_from_doc(header, path, body, merge=True, complete=False)
+
+
+def _torn(line: str) -> bool:
+    """A line that is not JSON at all: cut short, not malformed."""
+    try:
+        parse_json(line, "")
+    except ResultsFileError:
+        return True
+    return False
 
 
 def read_run_file(path: Path) -> Run:
@@ -669,7 +607,7 @@ def read_run_file(path: Path) -> Run:
     text = read_text(path)
     if path.name.endswith(JOURNAL_SUFFIX):
         return read_journal(text, str(path), str(path))
-    return run_from_dict(parse_json(text, str(path)), str(path), str(path))
+    return run_from_doc(codec.decode(codec.RunDoc, text, str(path)), str(path))
 
 
 # --- the frame ----------------------------------------------------------------------------
@@ -689,13 +627,13 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-def _row(run: Run, m: Measurement) -> dict[str, Any]:
+def _row(run: Run, env: EnvRecord, m: Measurement) -> dict[str, Any]:
     c = m.case
     s = m.summary
     ok = m.status == "ok" and s.n > 0 and s.median > 0
     median = s.median if ok else math.nan
     cuda = is_cuda_backend(c.backend)
-    cores = _env_cores(run.env)
+    cores = _env_cores(env)
     threads = m.threads if m.threads is not None else (None if cuda else (c.threads or cores))
     return {
         "run_id": run.run_id,
@@ -737,7 +675,7 @@ def _row(run: Run, m: Measurement) -> dict[str, Any]:
         "tolerance": m.tolerance if m.tolerance is not None else math.nan,
         "peak_mem_bytes": m.peak_mem_bytes,
         "wall_s": m.wall_s,
-        "commit": _env_commit(run.env),
+        "commit": env.git.commit or "",
         "created_at": run.created_at,
         "throttled": _gpu_flag(m.extra, "nvml", "throttled"),
         "power_capped": _gpu_flag(m.extra, "nvml", "power_capped"),
@@ -747,26 +685,21 @@ def _row(run: Run, m: Measurement) -> dict[str, Any]:
         "contended": m.contended,
         "retaken": sum(r.retaken for r in m.rounds),
         "bimodal": bool(ok and m.bimodal),
-        **_placement(run, c.backend),
+        **_placement(run, env, c.backend),
         "variant": c.variant,
         **_phase_medians(m.extra),
     }
 
 
-def _placement(run: Run, backend: str) -> dict[str, Any]:
+def _placement(run: Run, env: EnvRecord, backend: str) -> dict[str, Any]:
     """Where a measurement ran, for fleets: ``rank`` in a torchrun/srun launch (else None),
     ``host`` (the host name the run recorded) and ``device_index``: the CUDA index for a GPU
     case; for a CPU case of a launch, the rank's local index (its share of the host's cores)."""
-    dist = lookup(run.config, "distributed")
-    rank, local = lookup(dist, "rank"), lookup(dist, "local_rank")
-    host = lookup(dist, "host") or lookup(run.env, "hostname")
-    if is_cuda_backend(backend):
-        index: Any = _cuda_index(backend)
-    else:
-        index = local
+    launch = LaunchRecord.of(run.config)
+    index = _cuda_index(backend) if is_cuda_backend(backend) else launch.local_rank
     return {
-        "rank": rank if _count(rank) else None,
-        "host": host if isinstance(host, str) else "",
+        "rank": launch.rank if _count(launch.rank) else None,
+        "host": launch.host or env.hostname or "",
         "device_index": index if _count(index) else None,
     }
 
@@ -805,11 +738,10 @@ def _cuda_index(backend: str) -> int:
     return cuda_index(backend)
 
 
-def _env_cores(env: Mapping[str, Any]) -> int | None:
-    value = lookup(env, "cpu", "usable_cores")
-    # env is free-form: a count beyond any machine (or a negative one) is no count at all
-    ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 1 << 20
-    return value if ok else None
+def _env_cores(env: EnvRecord) -> int | None:
+    value = env.cpu.usable_cores
+    # a count beyond any machine (or a negative one) is no count at all
+    return value if value is not None and 0 < value <= 1 << 20 else None
 
 
 def _gpu_flag(extra: Mapping[str, Any], section: str, key: str) -> bool | None:
@@ -822,16 +754,11 @@ def _gpu_flag(extra: Mapping[str, Any], section: str, key: str) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-def _env_commit(env: Mapping[str, Any]) -> str:
-    value = lookup(env, "git", "commit")
-    return value if isinstance(value, str) else ""
-
-
 def to_frame(runs: Iterable[Run]) -> pd.DataFrame:
     """One tidy row per measurement: what every table, figure and ``--csv`` is built from."""
     import pandas as pd
 
-    rows = [_row(run, m) for run in runs for m in run.measurements]
+    rows = [_row(run, env, m) for run in runs for env in (EnvRecord.of(run.env),) for m in run.measurements]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for col in ("k", "threads", "peak_mem_bytes", "m", "n", "n_samples", "number", "rounds", "retaken",
                 "rank", "device_index"):
@@ -842,107 +769,3 @@ def to_frame(runs: Iterable[Run]) -> pd.DataFrame:
     for col in ("throttled", "power_capped", "launch_bound"):  # NA: unknown or not a GPU case
         frame[col] = pd.array([row[col] for row in rows], dtype="boolean")
     return frame
-
-
-# --- validation helpers -------------------------------------------------------------------
-
-
-class _Validator:
-    """Typed field access with messages that say where in the file the problem is."""
-
-    def __init__(self, where: str):
-        self.where = where
-
-    def _fail(self, key: str, what: str) -> ResultsFileError:
-        return ResultsFileError(f"{self.where}.{key}: {what}")
-
-    def obj(self, value: Any, key: str = "") -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise ResultsFileError(
-                f"{self.where}{'.' + key if key else ''}: expected an object, got {type(value).__name__}"
-            )
-        return value
-
-    def str_(self, d: Mapping[str, Any], key: str, default: str | None = None) -> str:
-        if key not in d and default is not None:
-            return default
-        value = d.get(key)
-        if not isinstance(value, str):
-            raise self._fail(key, f"expected a string, got {type(value).__name__}")
-        if len(value) > 100_000:
-            raise self._fail(key, "string too long")
-        return value
-
-    def bool_(self, d: Mapping[str, Any], key: str, default: bool) -> bool:
-        value = d.get(key, default)
-        if not isinstance(value, bool):
-            raise self._fail(key, f"expected true or false, got {type(value).__name__}")
-        return value
-
-    def int_(self, d: Mapping[str, Any], key: str, default: int | None = None) -> int:
-        if key not in d and default is not None:
-            return default
-        value = d.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
-            raise self._fail(key, f"expected a count 0..2**63, got {_show(value)}")
-        return value
-
-    def opt_int(self, d: Mapping[str, Any], key: str) -> int | None:
-        return None if d.get(key) is None else self.int_(d, key)
-
-    def num(self, d: Mapping[str, Any], key: str, default: float | None = None,
-            allow_nan: bool = False) -> float:
-        if key not in d and default is not None:
-            return default
-        value = d.get(key)
-        if value is None and allow_nan:
-            return math.nan
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise self._fail(key, f"expected a number, got {_show(value)}")
-        value = _as_float(value)
-        if not math.isfinite(value):
-            raise self._fail(key, "number out of range")
-        return value
-
-    def opt_num(self, d: Mapping[str, Any], key: str) -> float | None:
-        return None if d.get(key) is None else self.num(d, key)
-
-    def floats(self, d: Mapping[str, Any], key: str) -> list[float]:
-        value = d.get(key, [])
-        if not isinstance(value, list):
-            raise self._fail(key, f"expected a list of numbers, got {type(value).__name__}")
-        if len(value) > MAX_SAMPLES_IN_FILE:
-            raise self._fail(key, "too many samples")
-        out = []
-        for x in value:
-            if not isinstance(x, (int, float)) or isinstance(x, bool):
-                raise self._fail(key, f"expected numbers, found {_show(x)}")
-            x = _as_float(x)
-            if not (math.isfinite(x) and 0 <= x <= MAX_SAMPLE_S):
-                raise self._fail(key, f"sample {x!r} is not a finite non-negative time "
-                                      f"of at most {MAX_SAMPLE_S:g} s")
-            out.append(x)
-        return out
-
-
-def _as_float(value: float) -> float:
-    try:
-        return float(value)
-    except OverflowError:  # an integer beyond any float: out of range, like 1e999
-        return math.inf
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def json_safe(value: Any) -> Any:
-    """Make a value JSON-safe for ``extra``/``env``: non-finite floats become None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value

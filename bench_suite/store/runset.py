@@ -19,18 +19,18 @@ files is read once: :func:`dedupe` keeps one copy of each rank's run, the fulles
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_suite.core.errors import ResultsFileError
-from bench_suite.env.collect import lookup
-from bench_suite.store.results import Run, run_from_dict, save_document
+from bench_suite.store import codec
+from bench_suite.store.env_record import LaunchRecord
+from bench_suite.store.results import Run, run_from_doc, save_document
 
-SCHEMA = "bench-suite/run-set"
+SCHEMA = codec.RunSetDoc.SCHEMA
 VERSION = 1
-STATUSES = ("complete", "incomplete", "lost")
+STATUSES = codec.RANK_STATUSES
 
 
 @dataclass(frozen=True)
@@ -94,44 +94,10 @@ def is_runset(data: Any) -> bool:
 
 def runset_from_dict(data: Any, where: str, path: str = "") -> RunSet:
     """Validate a decoded run-set document; every problem is one ResultsFileError line."""
-    if not is_runset(data):
-        raise ResultsFileError(f"{where}: not a bench-suite run set (schema {SCHEMA!r})")
-    if data.get("version") != VERSION:
-        raise ResultsFileError(f"{where}: run-set version {data.get('version')!r}; this "
-                               f"bench-suite reads version {VERSION}")
-    raw_runs, raw_ranks = data.get("runs"), data.get("ranks", [])
-    if not isinstance(raw_runs, list) or not isinstance(raw_ranks, list):
-        raise ResultsFileError(f"{where}: 'runs' and 'ranks' must be lists")
-    runs = tuple(run_from_dict(r, f"{where}: runs[{i}]", path) for i, r in enumerate(raw_runs))
-    ranks = tuple(_rank_status(r, f"{where}: ranks[{i}]") for i, r in enumerate(raw_ranks))
-
-    def text(key: str) -> str:
-        value = data.get(key, "")
-        if not isinstance(value, str):
-            raise ResultsFileError(f"{where}.{key}: expected a string")
-        return value
-
-    world = data.get("world_size")
-    if not isinstance(world, int) or isinstance(world, bool) or not 0 < world < 1 << 20:
-        raise ResultsFileError(f"{where}.world_size: expected a positive count")
-    return RunSet(text("run_id"), text("created_at"), text("finished_at"), world,
-                  text("launcher"), ranks, runs, path)
-
-
-def _rank_status(d: Any, where: str) -> RankStatus:
-    if not isinstance(d, dict):
-        raise ResultsFileError(f"{where}: expected an object")
-    rank, count = d.get("rank"), d.get("measurements", 0)
-    for key, value in (("rank", rank), ("measurements", count)):
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 31:
-            raise ResultsFileError(f"{where}.{key}: expected a count")
-    status = d.get("status")
-    if status not in STATUSES:
-        raise ResultsFileError(f"{where}.status: {status!r} is not one of {', '.join(STATUSES)}")
-    strs = {k: d.get(k, "") for k in ("host", "path", "reason")}
-    if not all(isinstance(v, str) for v in strs.values()):
-        raise ResultsFileError(f"{where}: host, path and reason must be strings")
-    return RankStatus(rank, strs["host"], status, count, strs["path"], strs["reason"])
+    doc = codec.decode(codec.RunSetDoc, data, where)
+    ranks = tuple(RankStatus(r.rank, r.host, r.status, r.measurements, r.path, r.reason) for r in doc.ranks)
+    runs = tuple(run_from_doc(r, path) for r in doc.runs)
+    return RunSet(doc.run_id, doc.created_at, doc.finished_at, doc.world_size, doc.launcher, ranks, runs, path)
 
 
 def read_runset(data: Any, where: str, path: str = "") -> list[Run]:
@@ -141,11 +107,8 @@ def read_runset(data: Any, where: str, path: str = "") -> list[Run]:
 
 def distributed_key(run: Run) -> tuple[str, int] | None:
     """(run id, rank) of a run made by one rank of a launch; None for any other run."""
-    dist = lookup(run.config, "distributed")
-    rank = lookup(dist, "rank")
-    if not isinstance(dist, Mapping) or not isinstance(rank, int) or isinstance(rank, bool):
-        return None
-    return run.run_id, rank
+    rank = LaunchRecord.of(run.config).rank
+    return None if rank is None else (run.run_id, rank)
 
 
 def dedupe(runs: Iterable[Run]) -> list[Run]:

@@ -49,6 +49,7 @@ from bench_suite.measure.gpu.graphs import (
 )
 from bench_suite.measure.interference import SIBLING_PIDS, Monitor
 from bench_suite.measure.phases import with_reset
+from bench_suite.store.codec import GpuDoc, lenient
 
 #: Warm-up of CUDA cases: until the SM clock reaches this fraction of its maximum (checked
 #: after WARMUP_MIN_GPU_S of work), or WARMUP_GPU_S of GPU work, or WARMUP_MAX_WALL_S.
@@ -157,23 +158,9 @@ class TimingMode:
     @classmethod
     def from_config(cls, data: Any) -> TimingMode:
         """Options saved with ``dataclasses.asdict`` (a run's ``config["gpu_options"]``, a
-        worker request); anything missing or malformed keeps its default."""
-        if not isinstance(data, dict):
-            return cls()
-        kw: dict[str, Any] = {}
-        for key in ("cold_cache", "cuda_graphs"):
-            if isinstance(data.get(key), bool):
-                kw[key] = data[key]
-        if data.get("nvml") is None or isinstance(data.get("nvml"), bool):
-            kw["nvml"] = data.get("nvml")
-        fb = data.get("flush_bytes")
-        if isinstance(fb, int) and not isinstance(fb, bool) and fb > 0:
-            kw["flush_bytes"] = fb
-        for key, low, high in (("warmup_gpu_s", 0, 60), ("nvml_interval_s", 0.001, 10)):
-            value = data.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high:
-                kw[key] = float(value)
-        return cls(**kw)
+        worker request's ``gpu``), read through ``store.codec.GpuDoc``: anything missing or
+        malformed keeps its default."""
+        return cls(**lenient(GpuDoc, data).settings())
 
 
 def option_device_bytes(case: Case, options: TimingMode, l2_bytes: int) -> dict[str, int]:
