@@ -363,3 +363,16 @@ def test_options_are_checked() -> None:
         cmp.CompareOptions(combine="mean")
     with pytest.raises(UsageError, match="nothing to compare"):
         cmp.compare([], [_run("c", [])])
+
+
+@pytest.mark.parametrize(("correction", "words"), [
+    ("bh", "Benjamini-Hochberg false-discovery-rate correction over 2 tested cases"),
+    ("holm", "Holm correction over 2 tested cases"),
+    ("none", "no multiple-testing correction"),
+])
+def test_the_settings_line_names_the_correction_in_force(correction: str, words: str) -> None:
+    from bench_suite.report.comparison import settings_line
+
+    run = _run("r", [_m(MM, _samples(1e-3)), _m(HA, _samples(1e-4, seed=1))])
+    line = settings_line(cmp.compare([run], [run], cmp.CompareOptions(correction=correction)))
+    assert f"alpha 0.05 ({words})" in line

@@ -67,8 +67,10 @@ _METHODS = {
 
 def settings_line(c: Comparison) -> str:
     o = c.options
-    corr = (f"Holm correction over {c.tested} tested case{'s' if c.tested != 1 else ''}"
-            if o.correction == "holm" else "no multiple-testing correction")
+    over = f"over {c.tested} tested case{'s' if c.tested != 1 else ''}"
+    corr = {"holm": f"Holm correction {over}",
+            "bh": f"Benjamini-Hochberg false-discovery-rate correction {over}"}.get(
+                o.correction, "no multiple-testing correction")
     combine = "pooled" if o.combine == "pool" else "latest only"
     methods = list(dict.fromkeys(p.method for p in c.pairs)) or ["samples"]
     how = "; ".join(_METHODS.get(m, m) for m in methods)
