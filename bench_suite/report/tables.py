@@ -582,7 +582,6 @@ def peaks(frame: pd.DataFrame) -> pd.DataFrame:
 #: device: matmul copies A and B; a layer's weights live on the device with it, so ``linear``
 #: copies its input X (and both copy their n x n result back).
 BREAK_EVEN_OPS: dict[str, int] = {"matmul": 2, "linear": 1}
-BREAK_EVEN_WAYS = ("host", "gpu", "round_trip")
 
 
 def _square_rows(df: pd.DataFrame) -> pd.DataFrame:
