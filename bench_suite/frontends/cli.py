@@ -654,7 +654,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"saved {folder / 'base.json'} and {folder / 'cand.json'}", file=sys.stderr)
     return _print_comparison(compare.compare(
-        [result.base], [result.cand], options, f"BASE {args.base}", f"CAND {args.cand}"), args)
+        [result.base], [result.cand], options, args.base, args.cand), args)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
