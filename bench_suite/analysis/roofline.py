@@ -110,10 +110,10 @@ def link_peak(link: Mapping[str, Any], device: str = "cuda:0", device_name: str 
                 machine=machine, details={"link": dict(link), "title": title})
 
 
-def link_peaks_from_env(env: Mapping[str, Any], machine: str) -> list[Peak]:
+def link_peaks_from_env(env: Mapping[str, Any] | EnvRecord, machine: str) -> list[Peak]:
     """The link peak of every GPU a run's (or a peaks file's) environment describes."""
     out = []
-    for g in EnvRecord.of(env).gpus:
+    for g in (env if isinstance(env, EnvRecord) else EnvRecord.of(env)).gpus:
         peak = link_peak(g.link, f"cuda:{g.index or 0}", g.name or "", machine)
         if peak is not None:
             out.append(peak)
@@ -249,9 +249,9 @@ def peaks_for_runs(runs: Iterable[Run], extra_files: Iterable[str | Path] = ()) 
     have_gpus = {(p.machine, p.device) for p in out if p.source == "datasheet"}
     have_links = {(p.machine, p.device) for p in out if p.source == "link"}
     for run in runs:
-        env = run.env if isinstance(run.env, Mapping) else {}
-        cpu = env.get("cpu")
-        clock = _env_clock(cpu) if isinstance(cpu, Mapping) else None
+        env = EnvRecord.of(run.env)  # once a run: reading it leniently is not free
+        cpu = run.env.get("cpu") if isinstance(run.env, Mapping) else None
+        clock = env.cpu.mhz * 1e6 if env.cpu.mhz is not None and env.cpu.mhz > 0 else None
         if run.machine not in have_theory and isinstance(cpu, Mapping) and clock:
             spec = cpu_spec(cpu, clock_hz=clock, clock_source=_ENV_CLOCK_NOTE)
             if spec is not None:
@@ -286,18 +286,13 @@ def gpu_datasheet_for_run(name: str, device: str, machine: str, tf32: bool) -> l
     return out
 
 
-def _env_gpus(env: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
-    torch = EnvRecord.of(env).torch
+def _env_gpus(env: EnvRecord) -> list[tuple[str, str, bool]]:
+    torch = env.torch
     tf32 = torch.tf32 is True
     return [(f"cuda:{g.index or 0}", g.name, tf32) for g in torch.gpus if g.name is not None]
 
 
 _ENV_CLOCK_NOTE = "run environment's /proc/cpuinfo 'cpu MHz' (nominal; turbo may run higher)"
-
-
-def _env_clock(cpu: Mapping[str, Any]) -> float | None:
-    mhz = cpu.get("mhz")
-    return float(mhz) * 1e6 if isinstance(mhz, (int, float)) and mhz > 0 else None
 
 
 def _best_bandwidth(peaks: Iterable[Peak], machine: str) -> float | None:

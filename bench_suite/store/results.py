@@ -627,7 +627,7 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-def _row(run: Run, env: EnvRecord, m: Measurement) -> dict[str, Any]:
+def _row(run: Run, env: EnvRecord, launch: LaunchRecord, m: Measurement) -> dict[str, Any]:
     c = m.case
     s = m.summary
     ok = m.status == "ok" and s.n > 0 and s.median > 0
@@ -685,17 +685,16 @@ def _row(run: Run, env: EnvRecord, m: Measurement) -> dict[str, Any]:
         "contended": m.contended,
         "retaken": sum(r.retaken for r in m.rounds),
         "bimodal": bool(ok and m.bimodal),
-        **_placement(run, env, c.backend),
+        **_placement(env, launch, c.backend),
         "variant": c.variant,
         **_phase_medians(m.extra),
     }
 
 
-def _placement(run: Run, env: EnvRecord, backend: str) -> dict[str, Any]:
+def _placement(env: EnvRecord, launch: LaunchRecord, backend: str) -> dict[str, Any]:
     """Where a measurement ran, for fleets: ``rank`` in a torchrun/srun launch (else None),
     ``host`` (the host name the run recorded) and ``device_index``: the CUDA index for a GPU
     case; for a CPU case of a launch, the rank's local index (its share of the host's cores)."""
-    launch = LaunchRecord.of(run.config)
     index = _cuda_index(backend) if is_cuda_backend(backend) else launch.local_rank
     return {
         "rank": launch.rank if _count(launch.rank) else None,
@@ -758,7 +757,10 @@ def to_frame(runs: Iterable[Run]) -> pd.DataFrame:
     """One tidy row per measurement: what every table, figure and ``--csv`` is built from."""
     import pandas as pd
 
-    rows = [_row(run, env, m) for run in runs for env in (EnvRecord.of(run.env),) for m in run.measurements]
+    # a run's records once, not per measurement: reading them leniently is the costly part
+    rows = [_row(run, env, launch, m) for run in runs
+            for env, launch in ((EnvRecord.of(run.env), LaunchRecord.of(run.config)),)
+            for m in run.measurements]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for col in ("k", "threads", "peak_mem_bytes", "m", "n", "n_samples", "number", "rounds", "retaken",
                 "rank", "device_index"):
