@@ -373,9 +373,8 @@ def _read_rank(store: Store, r: int, silent: str) -> tuple[Run | None, RankStatu
     path = _existing(_text(store, f"path/{r}")) if store.check([f"path/{r}"]) else ""
     if not store.check([f"header/{r}"]):
         error = ""
-        if store.check([f"done/{r}"]):
-            with contextlib.suppress(BenchSuiteError):
-                error = codec.lenient(codec.RankDone, parse_json(_text(store, f"done/{r}"), f"rank {r}")).error
+        with contextlib.suppress(BenchSuiteError):
+            error = (_done(store, r, f"rank {r}") or codec.RankDone()).error
         return None, RankStatus(r, "", "lost", 0, path, error or silent or "sent nothing")
     where = f"rank {r}'s results"
     try:
@@ -383,18 +382,23 @@ def _read_rank(store: Store, r: int, silent: str) -> tuple[Run | None, RankStatu
         count = store.add(f"count/{r}", 0)
         body = [codec.decode(codec.MeasurementDoc, _text(store, f"m/{r}/{i}"), f"{where}: measurement {i}")
                 for i in range(count) if store.check([f"m/{r}/{i}"])]
-        said_done = store.check([f"done/{r}"])
-        done = codec.RankDone()
-        if said_done:
-            done = codec.lenient(codec.RankDone, parse_json(_text(store, f"done/{r}"), f"{where}: done"))
+        said = _done(store, r, f"{where}: done")
+        done = said or codec.RankDone()
         header = msgspec.structs.replace(header, finished_at=done.finished_at)
         run = run_from_doc(header, path, body, merge=True, complete=done.complete)  # rounds of a case
     except BenchSuiteError as exc:
         return None, RankStatus(r, "", "lost", 0, path, f"sent unreadable results: {exc}"[:300])
     host = _host_of(run)
-    if not said_done:
+    if said is None:
         return run, RankStatus(r, host, "lost", len(run.measurements), path, silent)
     return run, RankStatus(r, host, _status_of(run), len(run.measurements), path)
+
+
+def _done(store: Store, r: int, where: str) -> codec.RankDone | None:
+    """Rank ``r``'s last word (read leniently), or None if it has not said it."""
+    if not store.check([f"done/{r}"]):
+        return None
+    return codec.lenient(codec.RankDone, parse_json(_text(store, f"done/{r}"), where))
 
 
 def _host_of(run: Run) -> str:
